@@ -1,0 +1,598 @@
+//! The dynamic batcher: bounded admission, then a queue drained by one compute thread that packs
+//! waiting sequences into forward passes by a token budget, shortest first so padding stays small.
+//!
+//! Callers tokenize, [`Batcher::submit`] their sequences and await the reply; a caller that has
+//! gone (timed out or dropped) is skipped before its sequences are computed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Error, Result};
+
+/// Computes embeddings for one padded batch of token sequences, in order. Runs on the batcher's
+/// own thread and may block.
+pub trait BatchCompute: Send + Sync + 'static {
+    /// One vector per sequence, in the order given.
+    fn compute(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>>;
+}
+
+impl BatchCompute for super::model::SentenceModel {
+    fn compute(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        self.forward(batch)
+    }
+}
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatcherConfig {
+    /// Padded tokens (`longest × sequences`) in one forward pass.
+    pub max_batch_tokens: usize,
+    /// Sequences in one forward pass.
+    pub max_batch_requests: usize,
+    /// Requests admitted at once, queued or computing.
+    pub max_concurrent_requests: usize,
+}
+
+/// Counters of a batcher, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BatcherStats {
+    /// Requests admitted and not yet answered.
+    pub in_flight: u64,
+    /// Requests refused because admission was full.
+    pub rejected: u64,
+    /// Forward passes run.
+    pub batches: u64,
+    /// Sequences computed.
+    pub sequences: u64,
+    /// Padded tokens computed (the cost actually paid).
+    pub padded_tokens: u64,
+    /// Real tokens computed.
+    pub tokens: u64,
+    /// Requests dropped unanswered because their caller had gone.
+    pub skipped: u64,
+    /// Total time requests spent queued before their first forward pass, in microseconds.
+    pub queue_wait_us: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    rejected: AtomicU64,
+    batches: AtomicU64,
+    sequences: AtomicU64,
+    padded_tokens: AtomicU64,
+    tokens: AtomicU64,
+    skipped: AtomicU64,
+    queue_wait_us: AtomicU64,
+}
+
+struct Job {
+    seqs: Vec<Vec<u32>>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
+    enqueued: Instant,
+    /// Released just before the reply is sent, so an answered caller can be admitted again.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Job {
+    fn answer(&mut self, result: Result<Vec<Vec<f32>>>) {
+        self.permit.take();
+        let (tx, _) = oneshot::channel();
+        let reply = std::mem::replace(&mut self.reply, tx);
+        let _ = reply.send(result);
+    }
+}
+
+/// A bounded batching queue in front of one compute thread.
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+    admission: Arc<Semaphore>,
+    max_concurrent: usize,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Batcher {
+    /// Starts the compute thread. It ends when the batcher is dropped and the queue is empty.
+    pub fn start<C: BatchCompute>(compute: Arc<C>, config: BatcherConfig) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let counters = Arc::new(Counters::default());
+        let worker_counters = counters.clone();
+        std::thread::Builder::new()
+            .name("aistack-embed".into())
+            .spawn(move || worker(compute, config, rx, worker_counters))
+            .map_err(|e| Error::io("spawning the embedding thread", e))?;
+        Ok(Self {
+            tx,
+            admission: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            max_concurrent: config.max_concurrent_requests,
+            counters,
+        })
+    }
+
+    /// Admits a request or fails at once with `Overloaded` when `max_concurrent_requests` are
+    /// already in flight. Hold the ticket while preparing the request, then [`Batcher::submit`].
+    pub fn admit(&self) -> Result<Admission> {
+        match self.admission.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Admission { permit }),
+            Err(_) => {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Overloaded(format!(
+                    "{} embedding requests are already in flight",
+                    self.max_concurrent
+                )))
+            }
+        }
+    }
+
+    /// Queues `seqs` and waits for their vectors, in order, for at most `timeout`.
+    pub async fn submit(
+        &self,
+        admission: Admission,
+        seqs: Vec<Vec<u32>>,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<f32>>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            seqs,
+            reply,
+            enqueued: Instant::now(),
+            permit: Some(admission.permit),
+        };
+        self.tx
+            .send(job)
+            .map_err(|_| Error::unavailable("the embedding thread has stopped"))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Internal {
+                context: "the embedding thread dropped a request".into(),
+                source: None,
+            }),
+            Err(_) => Err(Error::Timeout {
+                what: "embedding request".into(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> BatcherStats {
+        let c = &self.counters;
+        BatcherStats {
+            in_flight: (self.max_concurrent - self.admission.available_permits()) as u64,
+            rejected: c.rejected.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            sequences: c.sequences.load(Ordering::Relaxed),
+            padded_tokens: c.padded_tokens.load(Ordering::Relaxed),
+            tokens: c.tokens.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            queue_wait_us: c.queue_wait_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A place in the batcher, taken by [`Batcher::admit`]; released when the request is answered or
+/// abandoned.
+#[derive(Debug)]
+pub struct Admission {
+    permit: OwnedSemaphorePermit,
+}
+
+/// One request being answered: its slots fill as its sequences are computed.
+struct Pending {
+    job: Job,
+    out: Vec<Option<Vec<f32>>>,
+    left: usize,
+    failed: bool,
+}
+
+fn worker<C: BatchCompute>(
+    compute: Arc<C>,
+    config: BatcherConfig,
+    rx: mpsc::Receiver<Job>,
+    counters: Arc<Counters>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while let Ok(j) = rx.try_recv() {
+            jobs.push(j);
+        }
+        run_round(&*compute, &config, jobs, &counters);
+    }
+}
+
+/// Answers every job taken from the queue: sequences sorted by length, packed into batches under
+/// the token and sequence budgets; each job is answered as soon as its last sequence is done.
+fn run_round<C: BatchCompute>(
+    compute: &C,
+    config: &BatcherConfig,
+    jobs: Vec<Job>,
+    counters: &Counters,
+) {
+    let mut pending: Vec<Pending> = jobs
+        .into_iter()
+        .filter_map(|job| {
+            if job.reply.is_closed() {
+                counters.skipped.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            let n = job.seqs.len();
+            Some(Pending {
+                out: vec![None; n],
+                left: n,
+                failed: false,
+                job,
+            })
+        })
+        .collect();
+    let mut order: Vec<(usize, usize)> = pending
+        .iter()
+        .enumerate()
+        .flat_map(|(j, p)| (0..p.job.seqs.len()).map(move |s| (j, s)))
+        .collect();
+    order.sort_by_key(|&(j, s)| pending[j].job.seqs[s].len());
+
+    let mut waited = vec![false; pending.len()];
+    let mut start = 0;
+    while start < order.len() {
+        // Longest sequence so far is the current one, as the order is ascending.
+        let mut end = start;
+        while end < order.len() {
+            let (j, s) = order[end];
+            let len = pending[j].job.seqs[s].len().max(1);
+            let count = end - start + 1;
+            if end > start
+                && (count > config.max_batch_requests || len * count > config.max_batch_tokens)
+            {
+                break;
+            }
+            end += 1;
+        }
+        // Drop sequences whose caller has gone or whose request already failed.
+        let live: Vec<(usize, usize)> = order[start..end]
+            .iter()
+            .copied()
+            .filter(|&(j, _)| {
+                let p = &pending[j];
+                !p.failed && !p.job.reply.is_closed()
+            })
+            .collect();
+        start = end;
+        if live.is_empty() {
+            continue;
+        }
+        for &(j, _) in &live {
+            if !waited[j] {
+                waited[j] = true;
+                let us = pending[j].job.enqueued.elapsed().as_micros() as u64;
+                counters.queue_wait_us.fetch_add(us, Ordering::Relaxed);
+            }
+        }
+        let batch: Vec<&[u32]> = live
+            .iter()
+            .map(|&(j, s)| pending[j].job.seqs[s].as_slice())
+            .collect();
+        let longest = batch.iter().map(|s| s.len()).max().unwrap_or(0);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .sequences
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters
+            .padded_tokens
+            .fetch_add((longest * batch.len()) as u64, Ordering::Relaxed);
+        counters.tokens.fetch_add(
+            batch.iter().map(|s| s.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compute.compute(&batch)));
+        let result = match result {
+            Ok(Ok(v)) if v.len() == batch.len() => Ok(v),
+            Ok(Ok(v)) => Err(format!(
+                "the model returned {} vectors for {} inputs",
+                v.len(),
+                batch.len()
+            )),
+            Ok(Err(e)) => Err(e.chain()),
+            Err(_) => Err("the model panicked during a forward pass".to_string()),
+        };
+        match result {
+            Ok(vectors) => {
+                for (&(j, s), v) in live.iter().zip(vectors) {
+                    let p = &mut pending[j];
+                    p.out[s] = Some(v);
+                    p.left -= 1;
+                    if p.left == 0 {
+                        finish(p);
+                    }
+                }
+            }
+            Err(msg) => {
+                tracing::error!(error = %msg, sequences = live.len(), "embedding batch failed");
+                let shared = Arc::new(BatchFailure(msg));
+                for &(j, _) in &live {
+                    let p = &mut pending[j];
+                    if !p.failed {
+                        p.failed = true;
+                        p.job.answer(Err(Error::Internal {
+                            context: "embedding computation failed".into(),
+                            source: Some(Box::new(shared.clone())),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn finish(p: &mut Pending) {
+    let out: Vec<Vec<f32>> = std::mem::take(&mut p.out)
+        .into_iter()
+        .map(|v| v.unwrap_or_default())
+        .collect();
+    p.job.answer(Ok(out));
+}
+
+/// A compute failure shared by every request of the failed batch.
+#[derive(Debug)]
+struct BatchFailure(String);
+
+impl std::fmt::Display for BatchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BatchFailure {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A deterministic compute: each vector is [len, first token, batch size], and every batch
+    /// shape is recorded. A gate can hold the thread to test admission and timeouts.
+    #[derive(Default)]
+    struct Recorder {
+        batches: Mutex<Vec<Vec<usize>>>,
+        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+        fail_on_len: Option<usize>,
+    }
+
+    impl BatchCompute for Recorder {
+        fn compute(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+            if let Some(rx) = self.gate.lock().unwrap().as_ref() {
+                rx.recv().ok();
+            }
+            self.batches
+                .lock()
+                .unwrap()
+                .push(batch.iter().map(|s| s.len()).collect());
+            if let Some(bad) = self.fail_on_len {
+                if batch.iter().any(|s| s.len() == bad) {
+                    return Err(Error::invalid("synthetic failure"));
+                }
+            }
+            Ok(batch
+                .iter()
+                .map(|s| vec![s.len() as f32, s[0] as f32, batch.len() as f32])
+                .collect())
+        }
+    }
+
+    fn cfg(tokens: usize, reqs: usize, conc: usize) -> BatcherConfig {
+        BatcherConfig {
+            max_batch_tokens: tokens,
+            max_batch_requests: reqs,
+            max_concurrent_requests: conc,
+        }
+    }
+
+    fn seq(len: usize, tag: u32) -> Vec<u32> {
+        vec![tag; len]
+    }
+
+    const T: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn results_keep_request_order() {
+        let rec = Arc::new(Recorder::default());
+        let b = Batcher::start(rec.clone(), cfg(1000, 64, 8)).unwrap();
+        let seqs = vec![seq(9, 1), seq(2, 2), seq(5, 3), seq(2, 4)];
+        let out = b.submit(b.admit().unwrap(), seqs, T).await.unwrap();
+        let got: Vec<(f32, f32)> = out.iter().map(|v| (v[0], v[1])).collect();
+        assert_eq!(got, [(9.0, 1.0), (2.0, 2.0), (5.0, 3.0), (2.0, 4.0)]);
+    }
+
+    #[test]
+    fn packs_by_token_budget_shortest_first() {
+        let rec = Recorder::default();
+        let counters = Counters::default();
+        let mut jobs = Vec::new();
+        let sem = Arc::new(Semaphore::new(10));
+        let mut rxs = Vec::new();
+        for lens in [vec![10, 3], vec![3, 10, 4], vec![4]] {
+            let (tx, rx) = oneshot::channel();
+            rxs.push(rx);
+            jobs.push(Job {
+                seqs: lens.iter().map(|&l| seq(l, l as u32)).collect(),
+                reply: tx,
+                enqueued: Instant::now(),
+                permit: sem.clone().try_acquire_owned().ok(),
+            });
+        }
+        // Budget 20 padded tokens, at most 4 sequences.
+        run_round(&rec, &cfg(20, 4, 10), jobs, &counters);
+        let batches = rec.batches.lock().unwrap().clone();
+        assert_eq!(batches, vec![vec![3, 3, 4, 4], vec![10, 10]]);
+        for batch in &batches {
+            assert!(batch.iter().max().unwrap() * batch.len() <= 20);
+        }
+        let out: Vec<Vec<Vec<f32>>> = rxs
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            out[1].iter().map(|v| v[0]).collect::<Vec<_>>(),
+            [3.0, 10.0, 4.0]
+        );
+        assert_eq!(counters.padded_tokens.load(Ordering::Relaxed), 16 + 20);
+    }
+
+    #[test]
+    fn a_sequence_longer_than_the_budget_still_runs_alone() {
+        let rec = Recorder::default();
+        let counters = Counters::default();
+        let sem = Arc::new(Semaphore::new(1));
+        let (tx, mut rx) = oneshot::channel();
+        let job = Job {
+            seqs: vec![seq(50, 1), seq(50, 2)],
+            reply: tx,
+            enqueued: Instant::now(),
+            permit: sem.try_acquire_owned().ok(),
+        };
+        run_round(&rec, &cfg(30, 8, 1), vec![job], &counters);
+        assert_eq!(*rec.batches.lock().unwrap(), vec![vec![50], vec![50]]);
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_are_batched_together() {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel();
+        let rec = Arc::new(Recorder {
+            gate: Mutex::new(Some(gate_rx)),
+            ..Default::default()
+        });
+        let b = Arc::new(Batcher::start(rec.clone(), cfg(10_000, 64, 64)).unwrap());
+        // The first request holds the thread at the gate while 20 more queue up.
+        let first = {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(b.admit().unwrap(), vec![seq(3, 99)], T).await })
+        };
+        while rec.batches.lock().unwrap().is_empty() && b.stats().batches == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut handles = Vec::new();
+        for i in 0..20u32 {
+            let b = b.clone();
+            handles.push(tokio::spawn(async move {
+                let s = vec![seq(2 + (i as usize % 5), i)];
+                b.submit(b.admit().unwrap(), s, T).await
+            }));
+        }
+        while b.stats().in_flight < 21 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for _ in 0..21 {
+            gate_tx.send(()).unwrap();
+        }
+        first.await.unwrap().unwrap();
+        for (i, h) in handles.into_iter().enumerate() {
+            let v = h.await.unwrap().unwrap();
+            assert_eq!(v[0][1], i as f32, "each caller gets its own vector");
+        }
+        // The 20 waiting requests went through in one forward pass.
+        let batches = rec.batches.lock().unwrap().clone();
+        assert_eq!(batches.len(), 2, "{batches:?}");
+        assert_eq!(batches[1].len(), 20);
+        let lens = &batches[1];
+        assert!(lens.windows(2).all(|w| w[0] <= w[1]), "sorted by length");
+    }
+
+    #[tokio::test]
+    async fn admission_is_bounded() {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel();
+        let rec = Arc::new(Recorder {
+            gate: Mutex::new(Some(gate_rx)),
+            ..Default::default()
+        });
+        let b = Arc::new(Batcher::start(rec, cfg(1000, 8, 2)).unwrap());
+        let a1 = b.admit().unwrap();
+        let a2 = b.admit().unwrap();
+        let err = b.admit().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Overloaded);
+        assert_eq!(b.stats().rejected, 1);
+        drop(a2);
+        let b2 = b.clone();
+        let h = tokio::spawn(async move { b2.submit(a1, vec![seq(2, 1)], T).await });
+        gate_tx.send(()).unwrap();
+        h.await.unwrap().unwrap();
+        // Both places are free again once answered.
+        let _x = b.admit().unwrap();
+        let _y = b.admit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn timed_out_callers_are_skipped() {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel();
+        let rec = Arc::new(Recorder {
+            gate: Mutex::new(Some(gate_rx)),
+            ..Default::default()
+        });
+        let b = Arc::new(Batcher::start(rec.clone(), cfg(1000, 1, 8)).unwrap());
+        let b1 = b.clone();
+        let blocker =
+            tokio::spawn(async move { b1.submit(b1.admit().unwrap(), vec![seq(2, 1)], T).await });
+        while b.stats().batches == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Queued behind the blocked batch with a short deadline: it times out.
+        let err = b
+            .submit(
+                b.admit().unwrap(),
+                vec![seq(4, 2)],
+                Duration::from_millis(20),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Timeout);
+        gate_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        // The abandoned request is never computed.
+        let b2 = b.clone();
+        let after =
+            tokio::spawn(async move { b2.submit(b2.admit().unwrap(), vec![seq(3, 3)], T).await });
+        gate_tx.send(()).unwrap();
+        after.await.unwrap().unwrap();
+        let lens: Vec<usize> = rec
+            .batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(lens, [2, 3]);
+        assert_eq!(b.stats().skipped, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_fails_only_its_requests() {
+        let rec = Arc::new(Recorder {
+            fail_on_len: Some(7),
+            ..Default::default()
+        });
+        let b = Batcher::start(rec, cfg(1000, 1, 8)).unwrap();
+        let err = b
+            .submit(b.admit().unwrap(), vec![seq(7, 1)], T)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Internal);
+        let ok = b.submit(b.admit().unwrap(), vec![seq(3, 1)], T).await;
+        assert!(ok.is_ok());
+    }
+}

@@ -1,0 +1,404 @@
+//! The embeddings engine: loads a model in the background (reporting Loading, Ready or Failed)
+//! and serves it through validation, the embedding cache and the batcher.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::batcher::{Batcher, BatcherConfig, BatcherStats};
+use super::model::{ModelInfo, SentenceModel};
+use super::source::{ModelFiles, ModelSource};
+use super::validate::InputLimits;
+use super::{Embedder, InputKind};
+use crate::cache::{Cache, CacheBound, CacheConfig, CacheStats};
+use crate::config::{CacheSettings, EmbedSettings};
+use crate::error::{Error, Result};
+use crate::resilience::RetryPolicy;
+
+/// Where the engine's model is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum ModelState {
+    /// Files are being fetched or the model is being loaded.
+    Loading,
+    /// Requests are served.
+    Ready,
+    /// Loading gave up; the reason says why.
+    Failed(String),
+}
+
+#[derive(Clone)]
+enum Slot {
+    Loading,
+    Ready(Arc<ModelEmbedder>),
+    Failed(String),
+}
+
+/// Owns the model's lifecycle. Cheap to share as `Arc<EmbeddingEngine>`.
+pub struct EmbeddingEngine {
+    model_spec: String,
+    slot: watch::Receiver<Slot>,
+}
+
+impl std::fmt::Debug for EmbeddingEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingEngine")
+            .field("model", &self.model_spec)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl EmbeddingEngine {
+    /// Starts loading `settings.model` in the background and returns at once. Must be called
+    /// inside a tokio runtime. Downloads are retried up to `embed.load_attempts` times.
+    pub fn start(settings: EmbedSettings, cache: CacheSettings) -> Arc<Self> {
+        let spec = settings.model.clone();
+        let revision = settings.revision.clone();
+        let attempts = settings.load_attempts;
+        Self::start_with(settings, cache, move || async move {
+            let source = ModelSource::parse(&spec, &revision)?;
+            let policy = RetryPolicy {
+                max_attempts: attempts.max(1),
+                initial_delay: Duration::from_millis(500),
+                max_delay: Duration::from_secs(30),
+                max_elapsed: Some(Duration::from_secs(600)),
+            };
+            let files = ModelFiles::fetch(&source, &policy).await?;
+            let id = spec.clone();
+            tokio::task::spawn_blocking(move || SentenceModel::load(&id, &files))
+                .await
+                .map_err(|e| Error::internal("the model loading task failed", e))?
+        })
+    }
+
+    /// Starts the engine with a custom loader (for example one that builds the model from files
+    /// already in memory). The loader's error becomes the `Failed` reason.
+    pub fn start_with<F, Fut>(settings: EmbedSettings, cache: CacheSettings, load: F) -> Arc<Self>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<SentenceModel>> + Send + 'static,
+    {
+        let (tx, rx) = watch::channel(Slot::Loading);
+        let spec = settings.model.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let slot = match load().await {
+                Ok(model) => match ModelEmbedder::new(Arc::new(model), &settings, &cache) {
+                    Ok(e) => {
+                        tracing::info!(
+                            model = %e.info.model_id,
+                            dims = e.info.dims,
+                            max_input_tokens = e.info.max_input_tokens,
+                            load_ms = started.elapsed().as_millis() as u64,
+                            "embedding model ready"
+                        );
+                        Slot::Ready(Arc::new(e))
+                    }
+                    Err(e) => Slot::Failed(e.chain()),
+                },
+                Err(e) => {
+                    tracing::error!(model = %settings.model, error = %e.chain(), "embedding model failed to load");
+                    Slot::Failed(e.chain())
+                }
+            };
+            let _ = tx.send(slot);
+        });
+        Arc::new(Self {
+            model_spec: spec,
+            slot: rx,
+        })
+    }
+
+    /// The model as configured (a directory or a Hub id).
+    pub fn model_spec(&self) -> &str {
+        &self.model_spec
+    }
+
+    /// Loading, Ready or Failed.
+    pub fn state(&self) -> ModelState {
+        match &*self.slot.borrow() {
+            Slot::Loading => ModelState::Loading,
+            Slot::Ready(_) => ModelState::Ready,
+            Slot::Failed(r) => ModelState::Failed(r.clone()),
+        }
+    }
+
+    /// The ready embedder, or `Unavailable` at once while loading or after a failure.
+    pub fn embedder(&self) -> Result<Arc<ModelEmbedder>> {
+        match &*self.slot.borrow() {
+            Slot::Ready(e) => Ok(e.clone()),
+            Slot::Loading => Err(Error::unavailable(format!(
+                "the embedding model {} is still loading",
+                self.model_spec
+            ))),
+            Slot::Failed(r) => Err(Error::unavailable(format!(
+                "the embedding model {} failed to load: {r}",
+                self.model_spec
+            ))),
+        }
+    }
+
+    /// Waits until the model is ready (or failed), for at most `timeout` if given.
+    pub async fn wait_ready(&self, timeout: Option<Duration>) -> Result<Arc<ModelEmbedder>> {
+        let mut rx = self.slot.clone();
+        let wait = async {
+            let _ = rx.wait_for(|s| !matches!(s, Slot::Loading)).await;
+        };
+        match timeout {
+            Some(t) => {
+                if tokio::time::timeout(t, wait).await.is_err() {
+                    return Err(Error::Timeout {
+                        what: format!("loading the embedding model {}", self.model_spec),
+                        after: t,
+                    });
+                }
+            }
+            None => wait.await,
+        }
+        self.embedder()
+    }
+
+    /// Embeds through the ready model; fails fast with `Unavailable` before it is ready.
+    pub async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
+        self.embedder()?.embed(texts, kind).await
+    }
+}
+
+/// Cache key: the model, the prefix applied and the text. Hashing borrows; no allocation on
+/// lookup beyond the key's own strings.
+#[derive(Clone, PartialEq, Eq)]
+struct CacheKey {
+    model: Arc<str>,
+    prefix: Option<Arc<str>>,
+    text: Arc<str>,
+}
+
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.model.hash(state);
+        self.prefix.hash(state);
+        self.text.hash(state);
+    }
+}
+
+/// Counters of a ready embedder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// The batcher's counters.
+    pub batcher: BatcherStats,
+    /// The embedding cache's counters.
+    pub cache: CacheStats,
+}
+
+/// A loaded model served with input validation, the embedding cache and the batcher. It is the
+/// [`Embedder`] the rest of aistack uses.
+pub struct ModelEmbedder {
+    model: Arc<SentenceModel>,
+    info: ModelInfo,
+    model_key: Arc<str>,
+    query_prefix: Option<Arc<str>>,
+    passage_prefix: Option<Arc<str>>,
+    limits: InputLimits,
+    timeout: Duration,
+    batcher: Batcher,
+    cache: Cache<CacheKey, Arc<[f32]>>,
+}
+
+impl std::fmt::Debug for ModelEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelEmbedder")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// Texts at or below this many bytes in total are tokenized on the calling task; more go to the
+/// blocking pool so a large request never stalls the async runtime.
+const INLINE_TOKENIZE_BYTES: usize = 4096;
+
+impl ModelEmbedder {
+    /// Serves `model` with the limits, batching and cache of `settings` and `cache`.
+    pub fn new(
+        model: Arc<SentenceModel>,
+        settings: &EmbedSettings,
+        cache: &CacheSettings,
+    ) -> Result<Self> {
+        let info = model.info().clone();
+        let batcher = Batcher::start(
+            model.clone(),
+            BatcherConfig {
+                max_batch_tokens: settings.max_batch_tokens.max(info.max_input_tokens),
+                max_batch_requests: settings.max_batch_requests,
+                max_concurrent_requests: settings.max_concurrent_requests,
+            },
+        )?;
+        let dims = info.dims;
+        let embed_cache = Cache::new(
+            CacheConfig {
+                bound: CacheBound::Bytes(cache.embeddings_max_bytes),
+                ttl: (cache.embeddings_ttl_secs > 0)
+                    .then(|| Duration::from_secs(cache.embeddings_ttl_secs)),
+            },
+            move |k: &CacheKey, _v: &Arc<[f32]>| {
+                let bytes = 64 + k.text.len() + dims * 4;
+                bytes.min(u32::MAX as usize) as u32
+            },
+        );
+        let prefix = |configured: &Option<String>, own: &Option<String>| {
+            configured
+                .clone()
+                .or_else(|| own.clone())
+                .filter(|p| !p.is_empty())
+                .map(Arc::<str>::from)
+        };
+        Ok(Self {
+            query_prefix: prefix(&settings.query_prefix, &info.query_prompt),
+            passage_prefix: prefix(&settings.passage_prefix, &info.passage_prompt),
+            model_key: Arc::from(info.model_id.as_str()),
+            limits: InputLimits::from_settings(settings),
+            timeout: settings.request_timeout(),
+            info,
+            model,
+            batcher,
+            cache: embed_cache,
+        })
+    }
+
+    /// What the model is.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The limits requests are checked against.
+    pub fn limits(&self) -> InputLimits {
+        self.limits
+    }
+
+    /// The prefix applied to inputs of `kind`, if any.
+    pub fn prefix(&self, kind: InputKind) -> Option<&str> {
+        match kind {
+            InputKind::Plain => None,
+            InputKind::Query => self.query_prefix.as_deref(),
+            InputKind::Passage => self.passage_prefix.as_deref(),
+        }
+    }
+
+    /// Token count of each text after truncation, special tokens included.
+    pub fn count_tokens(&self, texts: &[String]) -> Result<Vec<usize>> {
+        Ok(self
+            .model
+            .tokenize(texts)?
+            .iter()
+            .map(|t| t.len())
+            .collect())
+    }
+
+    /// Batcher and cache counters.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            batcher: self.batcher.stats(),
+            cache: self.cache.stats(),
+        }
+    }
+
+    async fn embed_inner(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
+        self.limits.check(texts)?;
+        let admission = self.batcher.admit()?;
+        let prefix = match kind {
+            InputKind::Plain => None,
+            InputKind::Query => self.query_prefix.clone(),
+            InputKind::Passage => self.passage_prefix.clone(),
+        };
+        let keys: Vec<CacheKey> = texts
+            .iter()
+            .map(|t| CacheKey {
+                model: self.model_key.clone(),
+                prefix: prefix.clone(),
+                text: Arc::from(t.as_str()),
+            })
+            .collect();
+        let mut out: Vec<Option<Arc<[f32]>>> = keys.iter().map(|k| self.cache.get(k)).collect();
+        // Compute each distinct missing text once, in first-seen order.
+        let mut misses: Vec<usize> = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        let mut dup_of: Vec<Option<usize>> = vec![None; texts.len()];
+        for (i, v) in out.iter().enumerate() {
+            if v.is_none() {
+                match seen.get(&keys[i].text) {
+                    Some(&first) => dup_of[i] = Some(first),
+                    None => {
+                        seen.insert(keys[i].text.clone(), i);
+                        misses.push(i);
+                    }
+                }
+            }
+        }
+        if !misses.is_empty() {
+            let inputs: Vec<String> = misses
+                .iter()
+                .map(|&i| match &prefix {
+                    Some(p) => format!("{p}{}", texts[i]),
+                    None => texts[i].clone(),
+                })
+                .collect();
+            let bytes: usize = inputs.iter().map(|s| s.len()).sum();
+            let seqs = if bytes <= INLINE_TOKENIZE_BYTES {
+                self.model.tokenize(&inputs)?
+            } else {
+                let model = self.model.clone();
+                tokio::task::spawn_blocking(move || model.tokenize(&inputs))
+                    .await
+                    .map_err(|e| Error::internal("the tokenization task failed", e))??
+            };
+            let vectors = self.batcher.submit(admission, seqs, self.timeout).await?;
+            for (&i, v) in misses.iter().zip(vectors) {
+                let v: Arc<[f32]> = Arc::from(v);
+                self.cache.insert(keys[i].clone(), v.clone());
+                out[i] = Some(v);
+            }
+            for i in 0..out.len() {
+                if let Some(first) = dup_of[i] {
+                    out[i] = out[first].clone();
+                }
+            }
+        }
+        out.into_iter()
+            .map(|v| {
+                v.map(|v| v.to_vec()).ok_or_else(|| Error::Internal {
+                    context: "an embedding was missing from a batch result".into(),
+                    source: None,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Embedder for ModelEmbedder {
+    fn model_id(&self) -> &str {
+        &self.info.model_id
+    }
+
+    fn dims(&self) -> usize {
+        self.info.dims
+    }
+
+    fn max_input_tokens(&self) -> usize {
+        self.info.max_input_tokens
+    }
+
+    async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
+        match tokio::time::timeout(self.timeout, self.embed_inner(texts, kind)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                what: "embedding request".into(),
+                after: self.timeout,
+            }),
+        }
+    }
+}

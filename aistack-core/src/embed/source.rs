@@ -1,0 +1,336 @@
+//! Where a model's files come from: a local directory, a Hugging Face cache directory, or the
+//! Hugging Face Hub (downloaded with `hf-hub`, with retry, and read from the local cache first).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::resilience::{retry, RetryPolicy};
+
+/// A model's location, as resolved from the user's `--model` / `embed.model` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A directory holding `config.json`, `tokenizer.json` and `model.safetensors`.
+    Dir(PathBuf),
+    /// A repository on the Hugging Face Hub.
+    Hub {
+        /// `owner/name`.
+        repo: String,
+        /// Branch, tag or commit.
+        revision: String,
+    },
+}
+
+impl ModelSource {
+    /// Resolves `spec`: an existing directory (a plain model folder, or a Hugging Face cache
+    /// folder `models--owner--name` with `snapshots/`), else a Hub id of the form `owner/name`.
+    pub fn parse(spec: &str, revision: &str) -> Result<Self> {
+        let path = Path::new(spec);
+        if path.is_dir() {
+            if path.join("snapshots").is_dir() {
+                return Ok(ModelSource::Dir(snapshot_dir(path, revision)?));
+            }
+            return Ok(ModelSource::Dir(path.to_path_buf()));
+        }
+        if path.exists() {
+            return Err(Error::invalid(format!(
+                "model path {spec} is a file; give the model's directory"
+            )));
+        }
+        if is_hub_id(spec) {
+            return Ok(ModelSource::Hub {
+                repo: spec.to_string(),
+                revision: revision.to_string(),
+            });
+        }
+        Err(Error::NotFound {
+            what: format!(
+                "model directory {spec} (it does not exist and is not a Hugging Face id like owner/name)"
+            ),
+        })
+    }
+}
+
+fn is_hub_id(s: &str) -> bool {
+    let mut parts = s.split('/');
+    let (Some(owner), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let ok = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && !p.starts_with('-')
+            && p.len() <= 96
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    ok(owner) && ok(name)
+}
+
+/// In a Hugging Face cache folder, the snapshot that `refs/{revision}` names, or the revision's
+/// own snapshot folder when it is a commit hash, or the only snapshot there is.
+fn snapshot_dir(cache_dir: &Path, revision: &str) -> Result<PathBuf> {
+    let snapshots = cache_dir.join("snapshots");
+    let by_ref = cache_dir.join("refs").join(revision);
+    if let Ok(hash) = std::fs::read_to_string(&by_ref) {
+        let dir = snapshots.join(hash.trim());
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+    }
+    let direct = snapshots.join(revision);
+    if direct.is_dir() {
+        return Ok(direct);
+    }
+    let entries: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+        .map_err(|e| Error::io(snapshots.display().to_string(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    match entries.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(Error::NotFound {
+            what: format!("a snapshot in {}", snapshots.display()),
+        }),
+        _ => Err(Error::invalid(format!(
+            "{} holds several snapshots and refs/{revision} names none of them",
+            snapshots.display()
+        ))),
+    }
+}
+
+/// The files of a sentence-transformers model, found locally or downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// `config.json` (the transformer's architecture).
+    pub config: PathBuf,
+    /// `tokenizer.json`.
+    pub tokenizer: PathBuf,
+    /// `model.safetensors`.
+    pub weights: PathBuf,
+    /// `modules.json`, if the model is a sentence-transformers model.
+    pub modules: Option<PathBuf>,
+    /// The pooling module's `config.json`, if any.
+    pub pooling: Option<PathBuf>,
+    /// `sentence_bert_config.json` (max_seq_length), if any.
+    pub sentence_bert_config: Option<PathBuf>,
+    /// `config_sentence_transformers.json` (prompts), if any.
+    pub st_config: Option<PathBuf>,
+}
+
+/// One entry of `modules.json`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ModuleEntry {
+    #[serde(default)]
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// The module folder of the pooling layer named in `modules.json`, e.g. `1_Pooling`.
+fn pooling_dir(modules_json: &Path) -> Result<Option<String>> {
+    let modules: Vec<ModuleEntry> = read_json(modules_json)?;
+    Ok(modules
+        .into_iter()
+        .find(|m| m.kind.ends_with(".Pooling"))
+        .map(|m| m.path))
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::model(
+            format!("{} is not valid JSON of the expected shape", path.display()),
+            e,
+        )
+    })
+}
+
+impl ModelFiles {
+    /// Collects the files of a local model directory; a missing required file is `NotFound`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let required = |name: &str| {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::NotFound {
+                    what: format!("model file {}", p.display()),
+                })
+            }
+        };
+        let optional = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        let modules = optional("modules.json");
+        let pooling = match &modules {
+            Some(m) => pooling_dir(m)?.and_then(|d| optional(&format!("{d}/config.json"))),
+            None => optional("1_Pooling/config.json"),
+        };
+        Ok(Self {
+            config: required("config.json")?,
+            tokenizer: required("tokenizer.json")?,
+            weights: required("model.safetensors")?,
+            modules,
+            pooling,
+            sentence_bert_config: optional("sentence_bert_config.json"),
+            st_config: optional("config_sentence_transformers.json"),
+        })
+    }
+
+    /// Gets the files for `source`: a directory is read in place; a Hub repository is served from
+    /// the local Hugging Face cache when it has the files, and downloaded otherwise (retrying
+    /// network failures under `policy`). `HF_HUB_OFFLINE=1` forbids downloads.
+    pub async fn fetch(source: &ModelSource, policy: &RetryPolicy) -> Result<Self> {
+        match source {
+            ModelSource::Dir(dir) => Self::from_dir(dir),
+            ModelSource::Hub { repo, revision } => fetch_hub(repo, revision, policy).await,
+        }
+    }
+}
+
+async fn fetch_hub(repo_id: &str, revision: &str, policy: &RetryPolicy) -> Result<ModelFiles> {
+    let repo = hf_hub::Repo::with_revision(
+        repo_id.to_string(),
+        hf_hub::RepoType::Model,
+        revision.to_string(),
+    );
+    let cache = hf_hub::Cache::from_env().repo(repo.clone());
+    let offline = std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.as_str(), "1" | "true" | "yes" | "ON" | "on"))
+        .unwrap_or(false);
+    let api = if offline {
+        None
+    } else {
+        let api = hf_hub::api::tokio::ApiBuilder::from_env()
+            .with_progress(false)
+            .build()
+            .map_err(|e| Error::model("cannot build the Hugging Face Hub client", e))?;
+        Some(api.repo(repo))
+    };
+
+    // Fetches one file: Ok(None) when the repository does not have it.
+    let get = |name: String| {
+        let cache = &cache;
+        let api = &api;
+        async move {
+            if let Some(p) = cache.get(&name) {
+                return Ok(Some(p));
+            }
+            // Offline, a file the cache lacks counts as absent.
+            let Some(api) = api else {
+                return Ok(None);
+            };
+            let attempt = || async {
+                match api.get(&name).await {
+                    Ok(p) => Ok(Some(p)),
+                    Err(hf_hub::api::tokio::ApiError::RequestError(e))
+                        if e.status().map(|s| s.as_u16()) == Some(404) =>
+                    {
+                        Ok(None)
+                    }
+                    Err(hf_hub::api::tokio::ApiError::RequestError(e))
+                        if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) =>
+                    {
+                        Err(Error::config(
+                            "embed.model",
+                            format!(
+                                "access to {repo_id} was refused (gated or private: set HF_TOKEN)"
+                            ),
+                        ))
+                    }
+                    Err(e) => Err(Error::Unavailable {
+                        reason: format!("downloading {repo_id}/{name} failed"),
+                        source: Some(Box::new(e)),
+                    }),
+                }
+            };
+            retry(policy, "hub download", attempt).await
+        }
+    };
+    let required = |name: &'static str, got: Option<PathBuf>| {
+        got.ok_or_else(|| Error::NotFound {
+            what: if offline {
+                format!(
+                    "{name} of {repo_id}@{revision} in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
+                )
+            } else {
+                format!("{name} in Hugging Face repository {repo_id}@{revision}")
+            },
+        })
+    };
+    let config = required("config.json", get("config.json".into()).await?)?;
+    let tokenizer = required("tokenizer.json", get("tokenizer.json".into()).await?)?;
+    let weights = required("model.safetensors", get("model.safetensors".into()).await?)?;
+    let modules = get("modules.json".into()).await?;
+    let pooling_folder = match &modules {
+        Some(m) => pooling_dir(m)?,
+        None => Some("1_Pooling".to_string()),
+    };
+    let pooling = match pooling_folder {
+        Some(d) if !d.is_empty() => get(format!("{d}/config.json")).await?,
+        _ => None,
+    };
+    Ok(ModelFiles {
+        config,
+        tokenizer,
+        weights,
+        modules,
+        pooling,
+        sentence_bert_config: get("sentence_bert_config.json".into()).await?,
+        st_config: get("config_sentence_transformers.json".into()).await?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids() {
+        assert!(is_hub_id("sentence-transformers/all-MiniLM-L6-v2"));
+        assert!(is_hub_id("BAAI/bge-small-en-v1.5"));
+        assert!(!is_hub_id("all-MiniLM-L6-v2"));
+        assert!(!is_hub_id("/abs/path"));
+        assert!(!is_hub_id("a/b/c"));
+        assert!(!is_hub_id("../x"));
+    }
+
+    #[test]
+    fn parse_classifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        assert_eq!(
+            ModelSource::parse(d, "main").unwrap(),
+            ModelSource::Dir(dir.path().to_path_buf())
+        );
+        assert!(matches!(
+            ModelSource::parse("owner/model", "main").unwrap(),
+            ModelSource::Hub { .. }
+        ));
+        let err = ModelSource::parse("/definitely/not/here", "main").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn cache_layout_resolves_the_ref() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("models--o--m");
+        std::fs::create_dir_all(root.join("snapshots/abc123")).unwrap();
+        std::fs::create_dir_all(root.join("snapshots/def456")).unwrap();
+        std::fs::create_dir_all(root.join("refs")).unwrap();
+        std::fs::write(root.join("refs/main"), "def456\n").unwrap();
+        let src = ModelSource::parse(root.to_str().unwrap(), "main").unwrap();
+        assert_eq!(src, ModelSource::Dir(root.join("snapshots/def456")));
+        let src = ModelSource::parse(root.to_str().unwrap(), "abc123").unwrap();
+        assert_eq!(src, ModelSource::Dir(root.join("snapshots/abc123")));
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        let err = ModelFiles::from_dir(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::NotFound);
+        assert!(err.to_string().contains("tokenizer.json"), "{err}");
+    }
+}

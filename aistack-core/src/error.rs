@@ -1,0 +1,282 @@
+//! The one error type of aistack-core, with a stable [`ErrorKind`] that the server maps to HTTP
+//! statuses and the Python bindings map to exception classes.
+
+use std::time::Duration;
+
+/// A boxed error kept as the source of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result type used throughout aistack-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The stable category of an [`Error`]: what callers branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// The caller sent something that can never succeed as sent.
+    InvalidInput,
+    /// A named thing (collection, document, model file) does not exist.
+    NotFound,
+    /// The thing being created already exists with other settings.
+    Conflict,
+    /// A dependency is not ready or not reachable (model loading, backend down, breaker open).
+    Unavailable,
+    /// Admission is full; the caller should back off and retry.
+    Overloaded,
+    /// The operation did not finish within its deadline.
+    Timeout,
+    /// The configuration is invalid.
+    Config,
+    /// A bug or an unexpected failure inside aistack or a backend.
+    Internal,
+}
+
+impl ErrorKind {
+    /// A short snake_case code, stable across releases, for logs and API error bodies.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Config => "config",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Every failure aistack-core reports. Sources are kept, never flattened into strings.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller's input was rejected; the message says which input and why.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// Something named does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. `collection "docs"`.
+        what: String,
+    },
+
+    /// Something being created already exists with other settings.
+    #[error("conflict: {0}")]
+    Conflict(String),
+
+    /// A dependency is not ready or cannot be reached.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// Why, in words safe to show a caller.
+        reason: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A circuit breaker is open and rejected the call without trying it.
+    #[error("circuit breaker '{name}' is open")]
+    CircuitOpen {
+        /// The breaker's registry name.
+        name: String,
+    },
+
+    /// Admission is full.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+
+    /// The operation exceeded its deadline.
+    #[error("{what} timed out after {after:?}")]
+    Timeout {
+        /// What timed out.
+        what: String,
+        /// The deadline that was exceeded.
+        after: Duration,
+    },
+
+    /// A configuration key has a wrong value.
+    #[error("invalid configuration: {key}: {reason}")]
+    Config {
+        /// The dotted key, e.g. `embed.max_batch_tokens`.
+        key: String,
+        /// Why the value is wrong.
+        reason: String,
+    },
+
+    /// Loading or running a model failed.
+    #[error("model error: {context}")]
+    Model {
+        /// What was being done.
+        context: String,
+        /// The underlying failure.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A filesystem or OS operation failed.
+    #[error("I/O error: {context}")]
+    Io {
+        /// What was being done, e.g. the path.
+        context: String,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A bug or an unexpected failure.
+    #[error("internal error: {context}")]
+    Internal {
+        /// What was being done.
+        context: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl Error {
+    /// The stable category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Unavailable { .. } | Error::CircuitOpen { .. } => ErrorKind::Unavailable,
+            Error::Overloaded(_) => ErrorKind::Overloaded,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Config { .. } => ErrorKind::Config,
+            Error::Model { .. } | Error::Internal { .. } => ErrorKind::Internal,
+            Error::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::NotConnected
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::Interrupted => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+        }
+    }
+
+    /// Whether trying the same call again later may succeed. An open breaker is not retried
+    /// immediately: it would only be rejected again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::CircuitOpen { .. } => false,
+            _ => matches!(
+                self.kind(),
+                ErrorKind::Unavailable | ErrorKind::Overloaded | ErrorKind::Timeout
+            ),
+        }
+    }
+
+    /// Whether the error is the caller's fault; such errors never count against a backend's
+    /// circuit breaker.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Config
+        )
+    }
+
+    /// Builds an [`Error::InvalidInput`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidInput(msg.into())
+    }
+
+    /// Builds an [`Error::Unavailable`] without a source.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Error::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// Builds an [`Error::Internal`] keeping `source`.
+    pub fn internal(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Internal {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Builds an [`Error::Model`] keeping `source`.
+    pub fn model(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Model {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Builds an [`Error::Io`] for `context` (usually a path) keeping `source`.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Config`] for the dotted `key`.
+    pub fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The message with every source appended (`a: b: c`), for logs. Never sent to API callers
+    /// for internal errors.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(s) = src {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            src = s.source();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_retryability() {
+        assert_eq!(Error::invalid("x").kind(), ErrorKind::InvalidInput);
+        assert!(!Error::invalid("x").is_retryable());
+        assert!(Error::invalid("x").is_caller_error());
+        assert!(Error::unavailable("loading").is_retryable());
+        assert!(Error::Overloaded("full".into()).is_retryable());
+        let open = Error::CircuitOpen { name: "pg".into() };
+        assert_eq!(open.kind(), ErrorKind::Unavailable);
+        assert!(!open.is_retryable());
+        let refused = Error::io(
+            "connect",
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        );
+        assert_eq!(refused.kind(), ErrorKind::Unavailable);
+        assert!(refused.is_retryable());
+    }
+
+    #[test]
+    fn sources_are_kept() {
+        let e = Error::io(
+            "/data/x",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        );
+        let src = std::error::Error::source(&e).expect("source kept");
+        assert_eq!(src.to_string(), "denied");
+        assert_eq!(e.chain(), "I/O error: /data/x: denied");
+        assert_eq!(e.kind().code(), "internal");
+    }
+}

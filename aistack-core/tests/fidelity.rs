@@ -1,0 +1,112 @@
+//! Our embeddings match sentence-transformers' for every reference line, alone and in padded
+//! batches mixed with long texts.
+
+mod common;
+
+use std::sync::Arc;
+
+use aistack_core::config::{CacheSettings, EmbedSettings};
+use aistack_core::embed::{Embedder, EmbeddingEngine, InputKind, ModelFiles, SentenceModel};
+use common::{cosine, model_dir, reference};
+
+const MIN_COSINE: f64 = 0.9999;
+
+fn load() -> SentenceModel {
+    let files = ModelFiles::from_dir(&model_dir()).expect("model files");
+    SentenceModel::load("all-MiniLM-L6-v2", &files).expect("model loads")
+}
+
+#[test]
+fn model_info_matches_the_sentence_transformers_config() {
+    let m = load();
+    let info = m.info();
+    assert_eq!(info.dims, 384);
+    assert_eq!(info.max_input_tokens, 256);
+    assert!(info.normalize);
+    assert_eq!(info.pooling, aistack_core::embed::Pooling::Mean);
+}
+
+#[test]
+fn every_reference_line_alone() {
+    let m = load();
+    let refs = reference();
+    assert_eq!(refs.len(), 300);
+    let mut worst = 1.0f64;
+    for (i, r) in refs.iter().enumerate() {
+        let ids = m.tokenize(&[r.text.as_str()]).unwrap();
+        assert_eq!(ids[0].len(), r.tokens, "token count of line {i}");
+        let v = m.forward(&[ids[0].as_slice()]).unwrap();
+        let c = cosine(&v[0], &r.embedding);
+        worst = worst.min(c);
+        assert!(c >= MIN_COSINE, "line {i}: cosine {c}");
+    }
+    eprintln!("worst cosine alone: {worst}");
+}
+
+#[test]
+fn every_reference_line_in_padded_batches_with_long_texts() {
+    let m = load();
+    let refs = reference();
+    let long: Vec<usize> = (0..refs.len()).filter(|&i| refs[i].tokens >= 256).collect();
+    assert!(long.len() >= 10, "the reference has long texts");
+    let ids = m
+        .tokenize(&refs.iter().map(|r| r.text.as_str()).collect::<Vec<_>>())
+        .unwrap();
+    // Batches of 16 short texts, each with a 256-token text at its side so the short ones are
+    // padded far beyond their length.
+    let mut worst = 1.0f64;
+    let short: Vec<usize> = (0..refs.len()).filter(|i| !long.contains(i)).collect();
+    for (b, chunk) in short.chunks(16).enumerate() {
+        let mut members: Vec<usize> = chunk.to_vec();
+        members.insert(b % members.len().max(1), long[b % long.len()]);
+        let batch: Vec<&[u32]> = members.iter().map(|&i| ids[i].as_slice()).collect();
+        let out = m.forward(&batch).unwrap();
+        for (&i, v) in members.iter().zip(&out) {
+            let c = cosine(v, &refs[i].embedding);
+            worst = worst.min(c);
+            assert!(c >= MIN_COSINE, "line {i} in batch {b}: cosine {c}");
+        }
+    }
+    eprintln!("worst cosine in padded batches: {worst}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_engine_with_concurrent_callers() {
+    let settings = EmbedSettings {
+        model: model_dir().display().to_string(),
+        ..EmbedSettings::default()
+    };
+    let engine = EmbeddingEngine::start(settings, CacheSettings::default());
+    let embedder = engine
+        .wait_ready(Some(std::time::Duration::from_secs(120)))
+        .await
+        .expect("ready");
+    assert_eq!(embedder.dims(), 384);
+    let refs = Arc::new(reference());
+    // 10 callers at once, each with 30 texts (short and long mixed), all batched together.
+    let mut handles = Vec::new();
+    for c in 0..10 {
+        let embedder = embedder.clone();
+        let refs = refs.clone();
+        handles.push(tokio::spawn(async move {
+            let idx: Vec<usize> = (0..30).map(|k| (c + k * 10) % refs.len()).collect();
+            let texts: Vec<String> = idx.iter().map(|&i| refs[i].text.clone()).collect();
+            let out = embedder.embed(&texts, InputKind::Plain).await.unwrap();
+            (idx, out)
+        }));
+    }
+    for h in handles {
+        let (idx, out) = h.await.unwrap();
+        assert_eq!(idx.len(), out.len());
+        for (&i, v) in idx.iter().zip(&out) {
+            let c = cosine(v, &refs[i].embedding);
+            assert!(c >= MIN_COSINE, "line {i}: cosine {c}");
+        }
+    }
+    let stats = embedder.stats();
+    assert_eq!(stats.batcher.sequences, 300);
+    assert!(
+        stats.batcher.batches < 300,
+        "requests were batched: {stats:?}"
+    );
+}
