@@ -37,7 +37,8 @@ fn bench(c: &mut Criterion) {
                     .map(|i| corpus[(offset + i) % corpus.len()].clone())
                     .collect();
                 offset += batch;
-                rt.block_on(embedder.embed(&texts, InputKind::Plain)).unwrap()
+                rt.block_on(embedder.embed(&texts, InputKind::Plain))
+                    .unwrap()
             })
         });
     }
