@@ -2,6 +2,7 @@
 //!
 //! - [`embed`]: batched text embeddings with candle (BERT-family sentence-transformers models),
 //!   loaded in the background, validated, cached and batched.
+//! - [`store`]: one vector-store API; the embedded store is durable and needs no server.
 //! - [`cache`]: bounded caches with hit/miss counters and epoch invalidation.
 //! - [`resilience`]: retry with backoff and jitter, and circuit breakers.
 //! - [`config`]: typed, layered, validated settings.
@@ -26,5 +27,6 @@ pub mod config;
 pub mod embed;
 pub mod error;
 pub mod resilience;
+pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,367 @@
+//! Vector stores: one [`VectorStore`] API over several backends. Stores take vectors, not text;
+//! embedding sits above them. The embedded store ([`EmbeddedStore`]) is the default and needs no
+//! server.
+//!
+//! Scores are "higher is better" on every backend and metric: cosine similarity for `cosine`,
+//! the dot product for `dot`, and the negated Euclidean distance for `l2`.
+
+mod embedded;
+pub mod filter;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use embedded::EmbeddedStore;
+pub use filter::Filter;
+
+use crate::error::{Error, Result};
+
+/// How vectors are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Cosine similarity; vectors are normalized on the way in.
+    Cosine,
+    /// Dot product.
+    Dot,
+    /// Euclidean distance (scored as its negation).
+    L2,
+}
+
+impl Metric {
+    /// The metric's name as used in APIs and files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Dot => "dot",
+            Metric::L2 => "l2",
+        }
+    }
+
+    /// Parses `cosine`, `dot` or `l2`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cosine" => Ok(Metric::Cosine),
+            "dot" => Ok(Metric::Dot),
+            "l2" => Ok(Metric::L2),
+            other => Err(Error::invalid(format!(
+                "unknown metric {other:?} (cosine, dot or l2)"
+            ))),
+        }
+    }
+
+    /// The score of `candidate` against `query` (both already prepared for this metric).
+    pub fn score(self, query: &[f32], candidate: &[f32]) -> f32 {
+        match self {
+            Metric::Cosine | Metric::Dot => dot(query, candidate),
+            Metric::L2 => -l2_squared(query, candidate).sqrt(),
+        }
+    }
+}
+
+/// The dot product, written so the compiler vectorizes it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for j in 0..8 {
+            acc[j] += a[i * 8 + j] * b[i * 8 + j];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for j in 0..8 {
+            let d = a[i * 8 + j] - b[i * 8 + j];
+            acc[j] += d * d;
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        let d = a[i] - b[i];
+        s += d * d;
+    }
+    s
+}
+
+/// A collection's name, size and metric.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionSpec {
+    /// 1 to 64 characters: ASCII letters, digits, `_` and `-`, starting with a letter or digit.
+    pub name: String,
+    /// Vector dimensions (1 to 65,536).
+    pub dims: usize,
+    /// How vectors are compared.
+    pub metric: Metric,
+}
+
+impl CollectionSpec {
+    /// A spec, unchecked until used.
+    pub fn new(name: impl Into<String>, dims: usize, metric: Metric) -> Self {
+        Self {
+            name: name.into(),
+            dims,
+            metric,
+        }
+    }
+
+    /// Checks the name and dimensions.
+    pub fn validate(&self) -> Result<()> {
+        validate_collection_name(&self.name)?;
+        if self.dims == 0 || self.dims > 65_536 {
+            return Err(Error::invalid(format!(
+                "collection dims must be 1 to 65536, got {}",
+                self.dims
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a collection name (safe as a file name, a SQL identifier part and a Qdrant name).
+pub fn validate_collection_name(name: &str) -> Result<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "collection name {name:?} is invalid: 1 to 64 ASCII letters, digits, _ or -, starting with a letter or digit"
+        )))
+    }
+}
+
+/// A collection as it is now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionInfo {
+    /// Name, dims and metric.
+    #[serde(flatten)]
+    pub spec: CollectionSpec,
+    /// Records held.
+    pub count: u64,
+}
+
+/// A stored record: an id, a vector and its metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Unique within the collection; 1 to 512 bytes.
+    pub id: String,
+    /// The vector (normalized, in a cosine collection).
+    pub vector: Vec<f32>,
+    /// Metadata: a JSON object, filterable.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+impl Record {
+    /// A record with metadata.
+    pub fn new(id: impl Into<String>, vector: Vec<f32>, metadata: Map<String, Value>) -> Self {
+        Self {
+            id: id.into(),
+            vector,
+            metadata,
+        }
+    }
+}
+
+/// One query of a batched search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRequest {
+    /// The query vector.
+    pub vector: Vec<f32>,
+    /// How many hits at most (1 to 10,000).
+    pub k: usize,
+    /// Only records whose metadata passes.
+    pub filter: Option<Filter>,
+    /// Only hits scoring at least this.
+    pub min_score: Option<f32>,
+    /// Return each hit's metadata.
+    pub with_metadata: bool,
+    /// Return each hit's vector.
+    pub with_vector: bool,
+}
+
+impl SearchRequest {
+    /// The `k` nearest to `vector`, with metadata, no filter.
+    pub fn new(vector: Vec<f32>, k: usize) -> Self {
+        Self {
+            vector,
+            k,
+            filter: None,
+            min_score: None,
+            with_metadata: true,
+            with_vector: false,
+        }
+    }
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    /// The record's id.
+    pub id: String,
+    /// Higher is better (see the module docs).
+    pub score: f32,
+    /// The metadata, when asked for.
+    pub metadata: Option<Map<String, Value>>,
+    /// The vector, when asked for.
+    pub vector: Option<Vec<f32>>,
+}
+
+/// The vector-store API every backend implements. Usable as `Arc<dyn VectorStore>`.
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    /// The backend's name (`embedded`, `pgvector`, `qdrant`).
+    fn backend(&self) -> &'static str;
+
+    /// Creates a collection; `Conflict` if one of that name exists.
+    async fn create_collection(&self, spec: &CollectionSpec) -> Result<()>;
+
+    /// Creates the collection if missing; `Conflict` if it exists with other dims or metric.
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<()>;
+
+    /// Every collection, sorted by name.
+    async fn list_collections(&self) -> Result<Vec<CollectionInfo>>;
+
+    /// One collection; `NotFound` if missing.
+    async fn collection(&self, name: &str) -> Result<CollectionInfo>;
+
+    /// Drops a collection and its records; `false` if it did not exist.
+    async fn drop_collection(&self, name: &str) -> Result<bool>;
+
+    /// Inserts or replaces records by id, all or none. A retried call never duplicates.
+    async fn upsert(&self, collection: &str, records: Vec<Record>) -> Result<()>;
+
+    /// The records with these ids that exist, in the order asked.
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Record>>;
+
+    /// Deletes by id; returns how many existed.
+    async fn delete(&self, collection: &str, ids: &[String]) -> Result<u64>;
+
+    /// Deletes every record the filter matches; returns how many.
+    async fn delete_where(&self, collection: &str, filter: &Filter) -> Result<u64>;
+
+    /// Records held, or those the filter matches.
+    async fn count(&self, collection: &str, filter: Option<&Filter>) -> Result<u64>;
+
+    /// Runs each request; hits best first, ties broken by id.
+    async fn search(&self, collection: &str, requests: &[SearchRequest]) -> Result<Vec<Vec<Hit>>>;
+}
+
+/// Most records in one upsert call.
+pub const MAX_UPSERT_BATCH: usize = 10_000;
+/// Largest `k`.
+pub const MAX_K: usize = 10_000;
+
+/// Checks a vector for a collection and prepares it (normalized for cosine). Wrong dimension,
+/// NaN, infinity, or a zero vector in a cosine collection → `InvalidInput`.
+pub fn prepare_vector(spec: &CollectionSpec, v: &mut [f32], what: &str) -> Result<()> {
+    if v.len() != spec.dims {
+        return Err(Error::invalid(format!(
+            "{what}: vector has {} dimensions; collection {} has {}",
+            v.len(),
+            spec.name,
+            spec.dims
+        )));
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::invalid(format!(
+            "{what}: vector element {i} is {} (only finite numbers)",
+            v[i]
+        )));
+    }
+    if spec.metric == Metric::Cosine {
+        let norm = dot(v, v).sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return Err(Error::invalid(format!(
+                "{what}: a zero vector has no direction (cosine collection)"
+            )));
+        }
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    Ok(())
+}
+
+/// Checks a batch for upsert: size, ids, vectors. Nothing is written when this fails.
+pub fn prepare_records(spec: &CollectionSpec, records: &mut [Record]) -> Result<()> {
+    if records.len() > MAX_UPSERT_BATCH {
+        return Err(Error::invalid(format!(
+            "{} records in one upsert; the limit is {MAX_UPSERT_BATCH}",
+            records.len()
+        )));
+    }
+    for (i, r) in records.iter_mut().enumerate() {
+        validate_id(&r.id).map_err(|e| Error::invalid(format!("record {i}: {e}")))?;
+        prepare_vector(spec, &mut r.vector, &format!("record {i} ({})", r.id))?;
+    }
+    Ok(())
+}
+
+/// Checks a record id.
+pub fn validate_id(id: &str) -> std::result::Result<(), String> {
+    if id.is_empty() || id.len() > 512 {
+        return Err(format!("id must be 1 to 512 bytes, got {}", id.len()));
+    }
+    if id.chars().any(|c| c.is_control()) {
+        return Err("id must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Checks a batch of search requests and prepares their vectors.
+pub fn prepare_requests(
+    spec: &CollectionSpec,
+    requests: &[SearchRequest],
+) -> Result<Vec<Vec<f32>>> {
+    if requests.is_empty() || requests.len() > 100 {
+        return Err(Error::invalid(format!(
+            "1 to 100 search requests per call, got {}",
+            requests.len()
+        )));
+    }
+    requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if r.k == 0 || r.k > MAX_K {
+                return Err(Error::invalid(format!(
+                    "search {i}: k must be 1 to {MAX_K}, got {}",
+                    r.k
+                )));
+            }
+            if r.min_score.is_some_and(|s| !s.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "search {i}: min_score must be finite"
+                )));
+            }
+            let mut v = r.vector.clone();
+            prepare_vector(spec, &mut v, &format!("search {i}"))?;
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Orders hits best first, ties by id, so every backend returns the same order.
+pub fn sort_hits(hits: &mut [Hit]) {
+    hits.sort_by(|a, b| {
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
