@@ -16,6 +16,8 @@ use common::{cosine, model_dir, reference};
 fn settings() -> EmbedSettings {
     EmbedSettings {
         model: model_dir().display().to_string(),
+        // These tests check behaviour, not speed: a loaded machine must not time them out.
+        request_timeout_ms: 600_000,
         ..EmbedSettings::default()
     }
 }
@@ -157,7 +159,7 @@ async fn hugging_face_cache_layout_loads() {
     }
     let s = EmbedSettings {
         model: root.display().to_string(),
-        ..EmbedSettings::default()
+        ..settings()
     };
     let e = ready(s, CacheSettings::default()).await;
     assert_eq!(e.max_input_tokens(), 256);
@@ -174,7 +176,7 @@ async fn hugging_face_cache_layout_loads() {
     std::env::set_var("HF_HUB_OFFLINE", "1");
     let s = EmbedSettings {
         model: "sentence-transformers/all-MiniLM-L6-v2".into(),
-        ..EmbedSettings::default()
+        ..settings()
     };
     let e = ready(s, CacheSettings::default()).await;
     let r = reference();

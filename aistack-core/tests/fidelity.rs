@@ -74,6 +74,8 @@ fn every_reference_line_in_padded_batches_with_long_texts() {
 async fn through_the_engine_with_concurrent_callers() {
     let settings = EmbedSettings {
         model: model_dir().display().to_string(),
+        // Correctness, not speed: a loaded machine must not turn this into a timeout.
+        request_timeout_ms: 600_000,
         ..EmbedSettings::default()
     };
     let engine = EmbeddingEngine::start(settings, CacheSettings::default());

@@ -7,6 +7,7 @@
 
 mod embedded;
 pub mod filter;
+mod postgres;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use serde_json::{Map, Value};
 
 pub use embedded::EmbeddedStore;
 pub use filter::Filter;
+pub use postgres::{PgConfig, PgVectorStore};
 
 use crate::error::{Error, Result};
 
@@ -259,7 +261,7 @@ pub trait VectorStore: Send + Sync {
     /// Records held, or those the filter matches.
     async fn count(&self, collection: &str, filter: Option<&Filter>) -> Result<u64>;
 
-    /// Runs each request; hits best first, ties broken by id.
+    /// Runs each request; hits best first, equal scores in id order (byte order).
     async fn search(&self, collection: &str, requests: &[SearchRequest]) -> Result<Vec<Vec<Hit>>>;
 }
 
