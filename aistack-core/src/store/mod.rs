@@ -8,6 +8,7 @@
 mod embedded;
 pub mod filter;
 mod postgres;
+mod resilient;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 pub use embedded::EmbeddedStore;
 pub use filter::Filter;
 pub use postgres::{PgConfig, PgVectorStore};
+pub use resilient::ResilientStore;
 
 use crate::error::{Error, Result};
 
