@@ -3,6 +3,7 @@
 //! - [`embed`]: batched text embeddings with candle (BERT-family sentence-transformers models),
 //!   loaded in the background, validated, cached and batched.
 //! - [`store`]: one vector-store API; the embedded store is durable and needs no server.
+//! - [`ingest`]: documents → chunks → embeddings → store, and cached text search.
 //! - [`cache`]: bounded caches with hit/miss counters and epoch invalidation.
 //! - [`resilience`]: retry with backoff and jitter, and circuit breakers.
 //! - [`config`]: typed, layered, validated settings.
@@ -26,6 +27,7 @@ pub mod cache;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod ingest;
 pub mod resilience;
 pub mod store;
 

@@ -2,6 +2,7 @@
 //! suite, and two stateless clients sharing one database. The server is `AISTACK_TEST_PG_DSN`, or
 //! the one `scripts/pg-test-server` starts.
 
+mod common;
 mod conformance;
 
 use std::sync::Arc;
@@ -12,25 +13,8 @@ use aistack_core::store::{
 use aistack_core::ErrorKind;
 use serde_json::Map;
 
-fn dsn() -> String {
-    if let Ok(d) = std::env::var("AISTACK_TEST_PG_DSN") {
-        return d;
-    }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-test-server");
-    let out = std::process::Command::new(script)
-        .arg("start")
-        .output()
-        .expect("scripts/pg-test-server runs");
-    assert!(
-        out.status.success(),
-        "could not start the test PostgreSQL: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 async fn store() -> PgVectorStore {
-    PgVectorStore::connect(PgConfig::new(dsn()))
+    PgVectorStore::connect(PgConfig::new(common::pg_dsn()))
         .await
         .expect("connect")
 }

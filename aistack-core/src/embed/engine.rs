@@ -392,6 +392,14 @@ impl Embedder for ModelEmbedder {
         self.info.max_input_tokens
     }
 
+    fn max_batch(&self) -> usize {
+        self.limits.max_inputs
+    }
+
+    fn token_spans(&self, text: &str) -> Result<Vec<std::ops::Range<usize>>> {
+        self.model.token_spans(text)
+    }
+
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
         match tokio::time::timeout(self.timeout, self.embed_inner(texts, kind)).await {
             Ok(r) => r,

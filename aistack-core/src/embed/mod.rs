@@ -40,6 +40,10 @@ pub trait Embedder: Send + Sync {
     fn dims(&self) -> usize;
     /// Longest input in tokens; longer inputs are truncated.
     fn max_input_tokens(&self) -> usize;
+    /// Most texts one [`Embedder::embed`] call accepts.
+    fn max_batch(&self) -> usize;
+    /// Byte ranges of `text`'s tokens (no special tokens, no truncation), for chunking.
+    fn token_spans(&self, text: &str) -> Result<Vec<std::ops::Range<usize>>>;
     /// Embeds `texts` as `kind`, one vector per text, in order.
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>>;
 }

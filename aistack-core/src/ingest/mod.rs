@@ -1,0 +1,335 @@
+//! Document ingestion and text search: documents `{id, text, metadata}` are chunked by the
+//! embedding model's tokens, embedded in batches and upserted; search embeds a query and returns
+//! chunks with their document. Results are cached per collection until the next write to it.
+//!
+//! Chunk ids derive from the document id (`{id}#{index}`), so re-importing a document replaces
+//! its chunks and removes the ones it no longer has, and deleting a document deletes them all.
+//! Each chunk's metadata is the document's, plus the reserved keys `_doc`, `_chunk` and `_text`.
+
+mod chunk;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+pub use chunk::{chunk_text, Chunk, ChunkConfig};
+
+use crate::cache::{Cache, CacheBound, CacheConfig, CacheStats, Epochs};
+use crate::embed::{Embedder, InputKind};
+use crate::error::{Error, Result};
+use crate::store::{
+    validate_id, CollectionSpec, Filter, Metric, Record, SearchRequest, VectorStore,
+};
+
+/// Metadata key holding a chunk's document id.
+pub const DOC_KEY: &str = "_doc";
+/// Metadata key holding a chunk's index in its document.
+pub const CHUNK_KEY: &str = "_chunk";
+/// Metadata key holding a chunk's text.
+pub const TEXT_KEY: &str = "_text";
+
+/// A document to ingest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    /// Unique in the collection; 1 to 400 bytes.
+    pub id: String,
+    /// The text; must not be empty.
+    pub text: String,
+    /// Filterable metadata; keys must not start with `_`.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// One search result: a chunk and its document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocHit {
+    /// The chunk's id (`{document_id}#{chunk_index}`).
+    pub id: String,
+    /// The document the chunk belongs to.
+    pub document_id: String,
+    /// The chunk's position in its document.
+    pub chunk_index: u64,
+    /// The chunk's text.
+    pub text: String,
+    /// The document's metadata.
+    pub metadata: Map<String, Value>,
+    /// Higher is better.
+    pub score: f32,
+}
+
+/// What an ingest call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    /// Documents written.
+    pub documents: usize,
+    /// Chunks written.
+    pub chunks: usize,
+    /// Stale chunks removed from earlier versions of the documents.
+    pub removed: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SearchKey {
+    collection: String,
+    epoch: u64,
+    query: String,
+    k: usize,
+    filter: String,
+    min_score: Option<u32>,
+}
+
+/// Ingests documents into a vector store and searches them by text.
+pub struct Ingestor {
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn VectorStore>,
+    chunking: ChunkConfig,
+    epochs: Epochs,
+    cache: Cache<SearchKey, Arc<Vec<DocHit>>>,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor")
+            .field("model", &self.embedder.model_id())
+            .field("store", &self.store.backend())
+            .field("chunking", &self.chunking)
+            .finish()
+    }
+}
+
+/// Embedding calls in flight at once during an ingest, so the batcher can pack them together.
+const IN_FLIGHT: usize = 4;
+
+impl Ingestor {
+    /// An ingestor over `store` with `embedder`; `chunking` defaults to the model's input size
+    /// with 32 tokens of overlap. The search cache holds `search_cache_entries` results.
+    pub fn new(
+        embedder: Arc<dyn Embedder>,
+        store: Arc<dyn VectorStore>,
+        chunking: Option<ChunkConfig>,
+        search_cache_entries: u64,
+    ) -> Result<Self> {
+        let chunking = chunking.unwrap_or(ChunkConfig {
+            max_tokens: embedder.max_input_tokens().saturating_sub(2).max(8),
+            overlap_tokens: 32.min(embedder.max_input_tokens() / 4),
+        });
+        chunking.validate()?;
+        if chunking.max_tokens + 2 > embedder.max_input_tokens() {
+            return Err(Error::invalid(format!(
+                "chunks of {} tokens do not fit the model's {} input tokens",
+                chunking.max_tokens,
+                embedder.max_input_tokens()
+            )));
+        }
+        Ok(Self {
+            embedder,
+            store,
+            chunking,
+            epochs: Epochs::new(),
+            cache: Cache::new(
+                CacheConfig {
+                    bound: CacheBound::Entries(search_cache_entries),
+                    ttl: Some(Duration::from_secs(300)),
+                },
+                |_, _| 1,
+            ),
+        })
+    }
+
+    /// The store documents go to.
+    pub fn store(&self) -> &Arc<dyn VectorStore> {
+        &self.store
+    }
+
+    /// The embedder used for chunks and queries.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// Creates the collection (cosine, the model's dimensions) if it does not exist.
+    pub async fn ensure_collection(&self, name: &str) -> Result<()> {
+        self.store
+            .ensure_collection(&CollectionSpec::new(
+                name,
+                self.embedder.dims(),
+                Metric::Cosine,
+            ))
+            .await
+    }
+
+    fn check(doc: &Document, i: usize) -> Result<()> {
+        validate_id(&doc.id).map_err(|e| Error::invalid(format!("document {i}: {e}")))?;
+        if doc.id.len() > 400 {
+            return Err(Error::invalid(format!(
+                "document {i}: id is longer than 400 bytes"
+            )));
+        }
+        if doc.text.trim().is_empty() {
+            return Err(Error::invalid(format!(
+                "document {i} ({}): text is empty",
+                doc.id
+            )));
+        }
+        if let Some(k) = doc.metadata.keys().find(|k| k.starts_with('_')) {
+            return Err(Error::invalid(format!(
+                "document {i} ({}): metadata key {k:?} is reserved (keys starting with _)",
+                doc.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Chunks, embeds and upserts `docs`. Every document is checked before anything is written.
+    /// A document's chunks are written in one upsert, then its stale chunks are removed, so a
+    /// document is never missing while it is being replaced.
+    pub async fn ingest(&self, collection: &str, docs: Vec<Document>) -> Result<IngestReport> {
+        for (i, d) in docs.iter().enumerate() {
+            Self::check(d, i)?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(d) = docs.iter().find(|d| !seen.insert(d.id.as_str())) {
+            return Err(Error::invalid(format!(
+                "document id {:?} appears twice in one request",
+                d.id
+            )));
+        }
+        // Chunk everything first (cheap), then embed in batches across documents.
+        let mut chunked: Vec<(usize, Vec<Chunk>)> = Vec::with_capacity(docs.len());
+        for (i, d) in docs.iter().enumerate() {
+            let spans = self.embedder.token_spans(&d.text)?;
+            chunked.push((i, chunk_text(&d.text, &spans, &self.chunking)));
+        }
+        let texts: Vec<String> = chunked
+            .iter()
+            .flat_map(|(_, cs)| cs.iter().map(|c| c.text.clone()))
+            .collect();
+        let vectors = self.embed_all(texts).await?;
+
+        let mut report = IngestReport::default();
+        let mut vectors = vectors.into_iter();
+        for (i, chunks) in chunked {
+            let doc = &docs[i];
+            let records: Vec<Record> = chunks
+                .iter()
+                .map(|c| {
+                    let mut m = doc.metadata.clone();
+                    m.insert(DOC_KEY.into(), Value::from(doc.id.clone()));
+                    m.insert(CHUNK_KEY.into(), Value::from(c.index as u64));
+                    m.insert(TEXT_KEY.into(), Value::from(c.text.clone()));
+                    Record::new(
+                        format!("{}#{}", doc.id, c.index),
+                        vectors.next().unwrap_or_default(),
+                        m,
+                    )
+                })
+                .collect();
+            let n = records.len();
+            self.store.upsert(collection, records).await?;
+            self.epochs.bump(collection);
+            let stale = Filter::from_json(&json!({
+                "$and": [{ DOC_KEY: doc.id }, { CHUNK_KEY: { "$gte": n } }]
+            }))?;
+            report.removed += self.store.delete_where(collection, &stale).await?;
+            self.epochs.bump(collection);
+            report.documents += 1;
+            report.chunks += n;
+        }
+        Ok(report)
+    }
+
+    async fn embed_all(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        let batch = self.embedder.max_batch().max(1);
+        let mut out = Vec::with_capacity(texts.len());
+        for group in texts.chunks(batch * IN_FLIGHT) {
+            let calls = group
+                .chunks(batch)
+                .map(|b| self.embedder.embed(b, InputKind::Passage));
+            // Awaited together, so the batcher sees every call at once.
+            for r in futures::future::join_all(calls).await {
+                out.extend(r?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a document's chunks; returns how many there were.
+    pub async fn delete_document(&self, collection: &str, id: &str) -> Result<u64> {
+        let f = Filter::from_json(&json!({ DOC_KEY: id }))?;
+        let n = self.store.delete_where(collection, &f).await?;
+        self.epochs.bump(collection);
+        Ok(n)
+    }
+
+    /// The `k` chunks nearest to `query`, best first, optionally filtered by metadata. Served from
+    /// the cache until the collection is next written through this ingestor.
+    pub async fn search(
+        &self,
+        collection: &str,
+        query: &str,
+        k: usize,
+        filter: Option<&Value>,
+        min_score: Option<f32>,
+    ) -> Result<Arc<Vec<DocHit>>> {
+        if query.trim().is_empty() {
+            return Err(Error::invalid("the query is empty"));
+        }
+        let parsed = filter.map(Filter::from_json).transpose()?;
+        let key = SearchKey {
+            collection: collection.to_string(),
+            epoch: self.epochs.current(collection),
+            query: query.to_string(),
+            k,
+            filter: filter.map(|f| f.to_string()).unwrap_or_default(),
+            min_score: min_score.map(f32::to_bits),
+        };
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(hit);
+        }
+        let v = self
+            .embedder
+            .embed(&[query.to_string()], InputKind::Query)
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let mut req = SearchRequest::new(v, k);
+        req.filter = parsed;
+        req.min_score = min_score;
+        let hits = self
+            .store
+            .search(collection, &[req])
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let hits: Arc<Vec<DocHit>> = Arc::new(hits.into_iter().map(doc_hit).collect());
+        self.cache.insert(key, hits.clone());
+        Ok(hits)
+    }
+
+    /// Search cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+}
+
+fn doc_hit(h: crate::store::Hit) -> DocHit {
+    let mut m = h.metadata.unwrap_or_default();
+    let document_id = match m.remove(DOC_KEY) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    let chunk_index = m.remove(CHUNK_KEY).and_then(|v| v.as_u64()).unwrap_or(0);
+    let text = match m.remove(TEXT_KEY) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    DocHit {
+        id: h.id,
+        document_id,
+        chunk_index,
+        text,
+        metadata: m,
+        score: h.score,
+    }
+}
