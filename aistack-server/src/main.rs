@@ -1,7 +1,9 @@
 //! `aistack`: the aistack command-line tool and server.
 
 mod embed_cmd;
+mod ingest_cmd;
 mod logging;
+mod store_args;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +27,10 @@ struct Cli {
 enum Command {
     /// Embed JSON-lines texts and write JSON-lines vectors, in input order.
     Embed(embed_cmd::EmbedArgs),
+    /// Chunk, embed and store documents (.txt, .md, folders, .jsonl) in a collection.
+    Ingest(ingest_cmd::IngestArgs),
+    /// Search a collection by text; prints hits as JSON lines, best first.
+    Search(ingest_cmd::SearchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Embed(args) => embed_cmd::run(args, settings).await,
+            Command::Ingest(args) => ingest_cmd::ingest(args, settings).await,
+            Command::Search(args) => ingest_cmd::search(args, settings).await,
         }
     });
     match result {
