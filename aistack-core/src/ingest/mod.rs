@@ -99,8 +99,9 @@ impl std::fmt::Debug for Ingestor {
     }
 }
 
-/// Embedding calls in flight at once during an ingest, so the batcher can pack them together.
-const IN_FLIGHT: usize = 4;
+/// Embedding calls in flight at once during an ingest: two, so one is tokenized and queued while
+/// the other computes, without putting many long chunks ahead of each call's deadline.
+const IN_FLIGHT: usize = 2;
 
 impl Ingestor {
     /// An ingestor over `store` with `embedder`; `chunking` defaults to the model's input size
