@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aistack_core::store::{EmbeddedStore, PgConfig, PgVectorStore, VectorStore};
+use aistack_core::store::{
+    EmbeddedStore, PgConfig, PgVectorStore, QdrantConfig, QdrantStore, VectorStore,
+};
 use aistack_core::{Error, Result};
 use clap::{Args, ValueEnum};
 
@@ -14,6 +16,8 @@ pub enum Backend {
     Embedded,
     /// PostgreSQL with pgvector at `--dsn`.
     Pgvector,
+    /// A Qdrant server at `--url` (gRPC).
+    Qdrant,
 }
 
 /// Store selection.
@@ -28,6 +32,12 @@ pub struct StoreArgs {
     /// PostgreSQL DSN for `--store pgvector` (or `AISTACK_PG_DSN`).
     #[arg(long, env = "AISTACK_PG_DSN", hide_env_values = true)]
     dsn: Option<String>,
+    /// Qdrant gRPC URL for `--store qdrant`, e.g. `http://127.0.0.1:6334` (or `AISTACK_QDRANT_URL`).
+    #[arg(long, env = "AISTACK_QDRANT_URL")]
+    url: Option<String>,
+    /// File holding the Qdrant API key (first line), if the server requires one.
+    #[arg(long, env = "AISTACK_QDRANT_API_KEY_FILE")]
+    qdrant_api_key_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -40,6 +50,25 @@ impl StoreArgs {
                     Error::config("--dsn", "--store pgvector needs --dsn or AISTACK_PG_DSN")
                 })?;
                 Arc::new(PgVectorStore::connect(PgConfig::new(dsn)).await?)
+            }
+            Backend::Qdrant => {
+                let url = self.url.clone().ok_or_else(|| {
+                    Error::config("--url", "--store qdrant needs --url or AISTACK_QDRANT_URL")
+                })?;
+                let mut cfg = QdrantConfig::new(url);
+                if let Some(path) = &self.qdrant_api_key_file {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| Error::io(path.display().to_string(), e))?;
+                    let key = text.lines().next().unwrap_or("").trim().to_string();
+                    if key.is_empty() {
+                        return Err(Error::config(
+                            "--qdrant-api-key-file",
+                            format!("{} holds no key", path.display()),
+                        ));
+                    }
+                    cfg.api_key = Some(key);
+                }
+                Arc::new(QdrantStore::connect(cfg).await?)
             }
         })
     }

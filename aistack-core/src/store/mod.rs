@@ -8,15 +8,17 @@
 mod embedded;
 pub mod filter;
 mod postgres;
+mod qdrant;
 mod resilient;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{AnnConfig, EmbeddedStore, IndexStatus};
 pub use filter::Filter;
 pub use postgres::{PgConfig, PgVectorStore};
+pub use qdrant::{QdrantConfig, QdrantStore};
 pub use resilient::ResilientStore;
 
 use crate::error::{Error, Result};

@@ -235,6 +235,21 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &Filter) {
 }
 
 impl PgVectorStore {
+    /// Bytes on disk of a collection's HNSW index (0 when it has none), for capacity planning.
+    pub async fn index_bytes(&self, collection: &str) -> Result<u64> {
+        let c = self.coll(collection).await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(pg_relation_size(i.indexrelid)), 0)::bigint FROM pg_index i \
+             JOIN pg_class t ON t.oid = i.indrelid JOIN pg_class x ON x.oid = i.indexrelid \
+             WHERE t.relname = $1 AND x.relname = $1 || '_hnsw'",
+        )
+        .bind(&c.table)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| db_err("measuring the index", e))?;
+        Ok(n as u64)
+    }
+
     /// Connects, creating the pool, and runs the embedded migrations (idempotent, serialized by
     /// sqlx's advisory lock, so several servers may start at once).
     pub async fn connect(config: PgConfig) -> Result<Self> {

@@ -159,11 +159,32 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Where a frame ends in the log and its payload checksum: identifies a point in the log's
+/// history (an index checkpoint names the frame it reflects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct FramePos {
+    /// Byte offset just past the frame.
+    pub end: u64,
+    /// CRC-32 of the frame's payload.
+    pub crc: u32,
+}
+
+impl FramePos {
+    /// The start of a log: before any frame.
+    pub fn start() -> Self {
+        Self {
+            end: MAGIC.len() as u64,
+            crc: 0,
+        }
+    }
+}
+
 /// The appending end of a log.
 pub struct LogWriter {
     file: File,
     path: PathBuf,
     len: u64,
+    last: FramePos,
 }
 
 /// Fsyncs a directory, so a create, rename or remove inside it is durable.
@@ -189,11 +210,13 @@ impl LogWriter {
             file,
             path: path.to_path_buf(),
             len: MAGIC.len() as u64,
+            last: FramePos::start(),
         })
     }
 
-    /// Opens a log, replaying every operation into `apply`; cuts a torn tail, refuses corruption.
-    pub fn open(path: &Path, dims: usize, mut apply: impl FnMut(Op)) -> Result<Self> {
+    /// Opens a log, replaying every operation into `apply` with the [`FramePos`] it ended at;
+    /// cuts a torn tail, refuses corruption.
+    pub fn open(path: &Path, dims: usize, mut apply: impl FnMut(Op, FramePos)) -> Result<Self> {
         let shown = path.display().to_string();
         let mut file = OpenOptions::new()
             .read(true)
@@ -207,6 +230,7 @@ impl LogWriter {
             return Err(corrupt(&shown, 0, "not an aistack log (bad magic)"));
         }
         let mut pos = MAGIC.len();
+        let mut last = FramePos::start();
         let mut torn: Option<&str> = None;
         while pos < buf.len() {
             let rest = &buf[pos..];
@@ -245,8 +269,12 @@ impl LogWriter {
                 }
                 return Err(corrupt(&shown, pos, "frame checksum mismatch"));
             }
+            last = FramePos {
+                end: end as u64,
+                crc: u32::from_le_bytes(crc_b),
+            };
             match decode(payload, dims) {
-                Some(op) => apply(op),
+                Some(op) => apply(op, last),
                 None => return Err(corrupt(&shown, pos, "malformed frame")),
             }
             pos = end;
@@ -266,6 +294,7 @@ impl LogWriter {
             file,
             path: path.to_path_buf(),
             len: pos as u64,
+            last,
         })
     }
 
@@ -288,7 +317,16 @@ impl LogWriter {
             ));
         }
         self.len += bytes.len() as u64;
+        self.last = FramePos {
+            end: self.len,
+            crc: crc32fast::hash(payload),
+        };
         Ok(())
+    }
+
+    /// The last frame written or replayed.
+    pub fn last(&self) -> FramePos {
+        self.last
     }
 
     /// Bytes in the log.
@@ -337,7 +375,7 @@ mod tests {
 
     fn replay(path: &Path) -> Result<Vec<Op>> {
         let mut ops = Vec::new();
-        LogWriter::open(path, 3, |op| ops.push(op))?;
+        LogWriter::open(path, 3, |op, _| ops.push(op))?;
         Ok(ops)
     }
 

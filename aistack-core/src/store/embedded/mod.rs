@@ -4,18 +4,29 @@
 //!
 //! Readers (get, count, search) run concurrently with each other and with a writer's disk I/O;
 //! they wait only while a write is applied in memory. Writes to one collection are serialized.
+//!
+//! Collections of at least [`AnnConfig::exact_below`] records also keep an HNSW index ([`ann`]),
+//! built in the background and checkpointed beside the log; until it is ready, and whenever an
+//! exact scan is cheaper (small collections, selective filters), searches scan exactly. Index
+//! candidates are always rescored with the exact f32 vectors.
 
+mod ann;
 mod log;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub use self::ann::AnnConfig;
+use self::ann::{discard_checkpoint, Ann};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use self::log::{encode, sync_dir, LogWriter, Op};
+use self::log::{encode, sync_dir, FramePos, LogWriter, Op};
 use super::{
     prepare_records, prepare_requests, sort_hits, validate_collection_name, CollectionInfo,
     CollectionSpec, Filter, Hit, Record, SearchRequest, VectorStore,
@@ -24,6 +35,17 @@ use crate::error::{Error, Result};
 
 /// Records per frame when a log is compacted.
 const COMPACT_CHUNK: usize = 1024;
+/// On open, a checkpoint at most this many changed records behind the log is brought up to date
+/// before open returns; a larger gap is closed in the background.
+const SYNC_TAIL: usize = 2_000;
+/// Records the background index build copies out of the collection at a time.
+const BUILD_CHUNK: usize = 4_096;
+/// A checkpoint is written during writes once this many records changed since the last one
+/// (and at least a quarter of the collection), at most once per [`CHECKPOINT_EVERY`].
+const CHECKPOINT_CHANGES: usize = 20_000;
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// Records sampled to estimate the share a filter passes.
+const FILTER_SAMPLE: usize = 512;
 
 /// The records of one collection, in memory.
 struct State {
@@ -56,8 +78,10 @@ impl State {
         &self.vectors[slot * d..(slot + 1) * d]
     }
 
-    fn apply(&mut self, op: Op) {
+    /// Applies a logged operation; returns the slots it changed.
+    fn apply(&mut self, op: Op) -> Vec<usize> {
         let d = self.spec.dims;
+        let mut touched = Vec::new();
         match op {
             Op::Upsert(records) => {
                 for r in records {
@@ -80,6 +104,7 @@ impl State {
                     self.vectors[slot * d..(slot + 1) * d].copy_from_slice(&r.vector);
                     self.metadata[slot] = r.metadata;
                     self.ids[slot] = Some(r.id);
+                    touched.push(slot);
                 }
             }
             Op::Delete(ids) => {
@@ -88,9 +113,58 @@ impl State {
                         self.ids[slot] = None;
                         self.metadata[slot] = Map::new();
                         self.free.push(slot);
+                        touched.push(slot);
                     }
                 }
             }
+        }
+        touched
+    }
+
+    fn is_live(&self, slot: usize) -> bool {
+        self.ids.get(slot).is_some_and(Option::is_some)
+    }
+
+    /// Renumbers the live records densely in ascending slot order (as replaying a compacted log
+    /// numbers them); returns the `(from, to)` moves, ascending.
+    fn renumber(&mut self) -> Vec<(usize, usize)> {
+        let d = self.spec.dims;
+        let live: Vec<usize> = self.live().collect();
+        let mut moves = Vec::new();
+        for (to, &from) in live.iter().enumerate() {
+            if to == from {
+                continue;
+            }
+            let id = self.ids[from].take();
+            if let Some(id) = &id {
+                self.slots.insert(id.clone(), to);
+            }
+            self.ids[to] = id;
+            self.metadata[to] = std::mem::take(&mut self.metadata[from]);
+            self.vectors.copy_within(from * d..(from + 1) * d, to * d);
+            moves.push((from, to));
+        }
+        self.ids.truncate(live.len());
+        self.metadata.truncate(live.len());
+        self.vectors.truncate(live.len() * d);
+        self.free.clear();
+        moves
+    }
+
+    /// The share of live records `filter` passes, estimated from an even sample.
+    fn filter_share(&self, filter: &Filter) -> f32 {
+        let step = (self.ids.len() / FILTER_SAMPLE).max(1);
+        let (mut seen, mut passed) = (0usize, 0usize);
+        for slot in (0..self.ids.len()).step_by(step) {
+            if self.is_live(slot) {
+                seen += 1;
+                passed += usize::from(filter.matches(&self.metadata[slot]));
+            }
+        }
+        if seen == 0 {
+            0.0
+        } else {
+            passed as f32 / seen as f32
         }
     }
 
@@ -117,11 +191,16 @@ impl State {
     /// Exact search: scores every record that passes the filter.
     fn search(&self, req: &SearchRequest, query: &[f32]) -> Vec<Hit> {
         let metric = self.spec.metric;
-        let mut scored: Vec<(f32, usize)> = self
+        let scored: Vec<(f32, usize)> = self
             .matching(req.filter.as_ref())
             .map(|s| (metric.score(query, self.vector(s)), s))
             .filter(|(score, _)| req.min_score.is_none_or(|m| *score >= m))
             .collect();
+        self.hits(req, scored)
+    }
+
+    /// The best `k` of the scored slots as hits, best first.
+    fn hits(&self, req: &SearchRequest, mut scored: Vec<(f32, usize)>) -> Vec<Hit> {
         let better = |a: &(f32, usize), b: &(f32, usize)| {
             b.0.partial_cmp(&a.0)
                 .unwrap_or(std::cmp::Ordering::Equal)
@@ -143,18 +222,105 @@ impl State {
         sort_hits(&mut hits);
         hits
     }
+
+    /// Search through the index: candidates from the graph, rescored exactly. `None` when the
+    /// index yields fewer candidates than the answer needs (the caller then scans exactly).
+    fn search_ann(&self, ann: &Ann, req: &SearchRequest, query: &[f32]) -> Option<Vec<Hit>> {
+        let want = (req.k * 2).max(req.k + 16);
+        let candidates = match &req.filter {
+            None => ann.search(query, want, None),
+            Some(f) => {
+                let keep = |s: usize| self.is_live(s) && f.matches(&self.metadata[s]);
+                ann.search(query, want, Some(&keep))
+            }
+        };
+        let candidates = match candidates {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(collection = %self.spec.name, error = %e, "index search failed; scanning");
+                return None;
+            }
+        };
+        let metric = self.spec.metric;
+        let mut scored = Vec::with_capacity(candidates.len());
+        let mut seen = std::collections::HashSet::with_capacity(candidates.len());
+        for s in candidates {
+            // The index may trail the records by a write in progress: skip freed slots, and
+            // check the filter on the record as it is now.
+            if !self.is_live(s) || !seen.insert(s) {
+                continue;
+            }
+            if req
+                .filter
+                .as_ref()
+                .is_some_and(|f| !f.matches(&self.metadata[s]))
+            {
+                continue;
+            }
+            scored.push((metric.score(query, self.vector(s)), s));
+        }
+        if scored.len() < req.k.min(self.len()) {
+            return None;
+        }
+        scored.retain(|(score, _)| req.min_score.is_none_or(|m| *score >= m));
+        Some(self.hits(req, scored))
+    }
+}
+
+/// Whether a collection has an HNSW index, and how far along it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexStatus {
+    /// No index: the collection is smaller than [`AnnConfig::exact_below`], or indexing is off.
+    None,
+    /// Being built or brought up to date in the background; searches scan exactly meanwhile.
+    Building,
+    /// In use, holding `indexed` vectors in `memory_bytes`.
+    Ready {
+        /// Vectors in the index.
+        indexed: usize,
+        /// Bytes the index holds in memory.
+        memory_bytes: usize,
+    },
+}
+
+enum AnnState {
+    Off,
+    /// A build is running; writes meanwhile record the slots they changed.
+    Building {
+        pending: Vec<usize>,
+    },
+    Ready(Arc<Ann>),
 }
 
 struct Writer {
     log: LogWriter,
     dropped: bool,
+    /// Records changed since the index checkpoint.
+    dirty: usize,
+    saved_at: Instant,
+    /// A build failed; no new one starts until the store is reopened.
+    build_failed: bool,
 }
 
 struct Collection {
     spec: CollectionSpec,
     dir: PathBuf,
+    cfg: AnnConfig,
     writer: Mutex<Writer>,
     state: RwLock<State>,
+    /// Status transitions happen under the writer lock.
+    ann: Mutex<AnnState>,
+    closing: AtomicBool,
+}
+
+/// Brings the index up to date for `slots`: live ones (re)indexed, freed ones removed.
+fn sync_slots(ann: &Ann, state: &State, slots: &mut Vec<usize>) -> Result<()> {
+    slots.sort_unstable();
+    slots.dedup();
+    let (live, gone): (Vec<usize>, Vec<usize>) = slots.iter().partition(|&&s| state.is_live(s));
+    ann.remove(gone)?;
+    let items: Vec<(usize, &[f32])> = live.iter().map(|&s| (s, state.vector(s))).collect();
+    ann.upsert(&items)
 }
 
 impl Collection {
@@ -162,8 +328,46 @@ impl Collection {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Logs `op` (fsynced), then applies it in memory. Serialized per collection.
-    fn write(&self, op: Op) -> Result<()> {
+    fn ann_state(&self) -> std::sync::MutexGuard<'_, AnnState> {
+        self.ann.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index, when it is ready.
+    fn ready_ann(&self) -> Option<Arc<Ann>> {
+        match &*self.ann_state() {
+            AnnState::Ready(a) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    fn status(&self) -> IndexStatus {
+        match &*self.ann_state() {
+            AnnState::Off => IndexStatus::None,
+            AnnState::Building { .. } => IndexStatus::Building,
+            AnnState::Ready(a) => IndexStatus::Ready {
+                indexed: a.len(),
+                memory_bytes: a.memory(),
+            },
+        }
+    }
+
+    /// Answers one search, choosing between the index and an exact scan.
+    fn search(&self, state: &State, ann: Option<&Ann>, req: &SearchRequest, q: &[f32]) -> Vec<Hit> {
+        let use_ann = ann.filter(|_| {
+            state.len() >= self.cfg.exact_below
+                && req
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| state.filter_share(f) >= self.cfg.min_filter_share)
+        });
+        use_ann
+            .and_then(|a| state.search_ann(a, req, q))
+            .unwrap_or_else(|| state.search(req, q))
+    }
+
+    /// Logs `op` (fsynced), then applies it in memory and to the index. Serialized per
+    /// collection.
+    fn write(self: &Arc<Self>, op: Op) -> Result<()> {
         let payload = encode(&op, self.spec.dims)?;
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if w.dropped {
@@ -172,12 +376,172 @@ impl Collection {
             });
         }
         w.log.append(&payload)?;
-        let live = {
+        let (touched, live) = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            state.apply(op);
-            state.len()
+            let touched = state.apply(op);
+            (touched, state.len())
         };
+        self.index_write(&mut w, touched, live);
         self.maybe_compact(&mut w, live)
+    }
+
+    /// Carries a logged write over to the index. The write is durable already, so an index
+    /// failure only drops the index (searches scan exactly) and is logged.
+    fn index_write(self: &Arc<Self>, w: &mut Writer, mut touched: Vec<usize>, live: usize) {
+        let mut st = self.ann_state();
+        match &mut *st {
+            AnnState::Building { pending } => pending.append(&mut touched),
+            AnnState::Off => {
+                if self.cfg.enabled && !w.build_failed && live >= self.cfg.exact_below {
+                    let todo: Vec<usize> = self.read().live().collect();
+                    match Ann::new(self.spec.dims, self.spec.metric, &self.cfg, live) {
+                        Ok(ann) => {
+                            *st = AnnState::Building {
+                                pending: Vec::new(),
+                            };
+                            drop(st);
+                            self.spawn_build(ann, todo);
+                        }
+                        Err(e) => {
+                            w.build_failed = true;
+                            tracing::error!(collection = %self.spec.name, error = %e, "cannot create the index");
+                        }
+                    }
+                }
+            }
+            AnnState::Ready(ann) => {
+                let ann = ann.clone();
+                drop(st);
+                w.dirty += touched.len();
+                let synced = sync_slots(&ann, &self.read(), &mut touched);
+                if let Err(e) = synced {
+                    tracing::error!(collection = %self.spec.name, error = %e, "index update failed; searches scan exactly until reopen");
+                    w.build_failed = true;
+                    *self.ann_state() = AnnState::Off;
+                    discard_checkpoint(&self.dir);
+                    return;
+                }
+                if w.dirty >= CHECKPOINT_CHANGES.max(live / 4)
+                    && w.saved_at.elapsed() >= CHECKPOINT_EVERY
+                {
+                    self.checkpoint(w, &ann);
+                }
+            }
+        }
+    }
+
+    /// Saves the index with the log position it reflects (under the writer lock).
+    fn checkpoint(&self, w: &mut Writer, ann: &Ann) {
+        let started = Instant::now();
+        match ann.save(&self.dir, w.log.last(), &self.cfg) {
+            Ok(()) => {
+                w.dirty = 0;
+                w.saved_at = Instant::now();
+                tracing::debug!(collection = %self.spec.name, ms = started.elapsed().as_millis() as u64, "saved the index checkpoint");
+            }
+            Err(e) => {
+                tracing::warn!(collection = %self.spec.name, error = %e, "cannot save the index checkpoint");
+            }
+        }
+    }
+
+    /// Saves the index checkpoint if records changed since the last one.
+    fn flush(&self) {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if w.dropped || w.dirty == 0 {
+            return;
+        }
+        if let Some(ann) = self.ready_ann() {
+            self.checkpoint(&mut w, &ann);
+        }
+    }
+
+    /// Builds (or brings up to date) `ann` on a background thread by indexing `todo`, then
+    /// applies the writes made meanwhile and puts it in use.
+    fn spawn_build(self: &Arc<Self>, ann: Ann, todo: Vec<usize>) {
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("aistack-index-{}", self.spec.name))
+            .spawn(move || {
+                let started = Instant::now();
+                let total = todo.len();
+                match me.build(ann, todo) {
+                    Ok(true) => {
+                        tracing::info!(collection = %me.spec.name, records = total, ms = started.elapsed().as_millis() as u64, "index ready");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(collection = %me.spec.name, error = %e, "index build failed; searches scan exactly");
+                        let mut w = me.writer.lock().unwrap_or_else(|p| p.into_inner());
+                        w.build_failed = true;
+                        *me.ann_state() = AnnState::Off;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(collection = %self.spec.name, error = %e, "cannot start the index build");
+            let _ = self.writer.lock().map(|mut w| w.build_failed = true);
+            *self.ann_state() = AnnState::Off;
+        }
+    }
+
+    /// The build itself; `Ok(false)` when the collection closed or was dropped meanwhile.
+    fn build(&self, ann: Ann, todo: Vec<usize>) -> Result<bool> {
+        let dims = self.spec.dims;
+        for chunk in todo.chunks(BUILD_CHUNK) {
+            if self.closing.load(Ordering::Relaxed) {
+                *self.ann_state() = AnnState::Off;
+                return Ok(false);
+            }
+            let (mut gone, mut slots, mut vectors) = (Vec::new(), Vec::new(), Vec::new());
+            {
+                let state = self.read();
+                for &s in chunk {
+                    if state.is_live(s) {
+                        slots.push(s);
+                        vectors.extend_from_slice(state.vector(s));
+                    } else {
+                        gone.push(s);
+                    }
+                }
+            }
+            ann.remove(gone)?;
+            let items: Vec<(usize, &[f32])> = slots
+                .iter()
+                .zip(vectors.chunks(dims))
+                .map(|(&s, v)| (s, v))
+                .collect();
+            ann.upsert(&items)?;
+        }
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.ann_state();
+        if w.dropped || self.closing.load(Ordering::Relaxed) {
+            *st = AnnState::Off;
+            return Ok(false);
+        }
+        let mut pending = match &mut *st {
+            AnnState::Building { pending } => std::mem::take(pending),
+            _ => Vec::new(),
+        };
+        let state = self.read();
+        sync_slots(&ann, &state, &mut pending)?;
+        if ann.len() != state.len() {
+            return Err(Error::Internal {
+                context: format!(
+                    "the index holds {} vectors for {} records",
+                    ann.len(),
+                    state.len()
+                ),
+                source: None,
+            });
+        }
+        drop(state);
+        let ann = Arc::new(ann);
+        *st = AnnState::Ready(ann.clone());
+        drop(st);
+        w.dirty = 0;
+        self.checkpoint(&mut w, &ann);
+        Ok(true)
     }
 
     /// Rewrites the log once it holds much more than the live records (replaced and deleted
@@ -187,16 +551,43 @@ impl Collection {
         if w.log.len() < 64 * 1024 * 1024 || w.log.len() < 3 * live_bytes.max(1) {
             return Ok(());
         }
-        let started = std::time::Instant::now();
+        let ann = match &*self.ann_state() {
+            // The build works on the current slot numbers; compact after it finishes.
+            AnnState::Building { .. } => return Ok(()),
+            AnnState::Ready(a) => Some(a.clone()),
+            AnnState::Off => None,
+        };
+        let started = Instant::now();
         let before = w.log.len();
-        let state = self.read();
-        let slots: Vec<usize> = state.live().collect();
-        let dims = self.spec.dims;
-        let ops = slots.chunks(COMPACT_CHUNK).map(|chunk| {
-            let records = chunk.iter().map(|&s| state.record(s)).collect();
-            encode(&Op::Upsert(records), dims)
-        });
-        w.log.rewrite(ops)?;
+        // The checkpoint names a position in the old log; a crash before the new one is saved
+        // must not pair it with the new log.
+        discard_checkpoint(&self.dir);
+        {
+            let state = self.read();
+            let slots: Vec<usize> = state.live().collect();
+            let dims = self.spec.dims;
+            let ops = slots.chunks(COMPACT_CHUNK).map(|chunk| {
+                let records = chunk.iter().map(|&s| state.record(s)).collect();
+                encode(&Op::Upsert(records), dims)
+            });
+            w.log.rewrite(ops)?;
+        }
+        // Replaying the compacted log numbers the records densely; match it in memory.
+        let moves = self
+            .state
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .renumber();
+        if let Some(ann) = ann {
+            match ann.rename(&moves) {
+                Ok(()) => self.checkpoint(w, &ann),
+                Err(e) => {
+                    tracing::error!(collection = %self.spec.name, error = %e, "index renumbering failed; searches scan exactly until reopen");
+                    w.build_failed = true;
+                    *self.ann_state() = AnnState::Off;
+                }
+            }
+        }
         tracing::info!(
             collection = %self.spec.name,
             before_bytes = before,
@@ -211,8 +602,23 @@ impl Collection {
 /// The default store: durable in one data directory, with no server.
 pub struct EmbeddedStore {
     root: PathBuf,
+    cfg: AnnConfig,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
     _lock: File,
+}
+
+impl Drop for EmbeddedStore {
+    /// Stops background index builds and checkpoints the indexes, so the next open is fast.
+    fn drop(&mut self) {
+        let map = self
+            .collections
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        for c in map.values() {
+            c.closing.store(true, Ordering::Relaxed);
+            c.flush();
+        }
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -231,13 +637,34 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store in `root`, replaying every collection's log. One
     /// process at a time: a second open of the same directory fails with `Unavailable`.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Arc<Self>> {
+        Self::open_with(root, AnnConfig::default()).await
+    }
+
+    /// Like [`EmbeddedStore::open`], with explicit HNSW index settings.
+    pub async fn open_with(root: impl Into<PathBuf>, cfg: AnnConfig) -> Result<Arc<Self>> {
+        cfg.validate()?;
         let root = root.into();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&root))
+        tokio::task::spawn_blocking(move || Self::open_blocking(&root, cfg))
             .await
             .map_err(|e| Error::internal("opening the store", e))?
     }
 
-    fn open_blocking(root: &Path) -> Result<Arc<Self>> {
+    /// Saves every index checkpoint that is behind its log (also done when the store drops).
+    pub async fn flush(self: &Arc<Self>) -> Result<()> {
+        self.blocking(|s| {
+            let map = s.collections.read().unwrap_or_else(|p| p.into_inner());
+            map.values().for_each(|c| c.flush());
+            Ok(())
+        })
+        .await
+    }
+
+    /// The HNSW index status of a collection.
+    pub fn index_status(&self, collection: &str) -> Result<IndexStatus> {
+        Ok(self.get_collection(collection)?.status())
+    }
+
+    fn open_blocking(root: &Path, cfg: AnnConfig) -> Result<Arc<Self>> {
         let cdir = collections_dir(root);
         std::fs::create_dir_all(&cdir).map_err(|e| Error::io(cdir.display().to_string(), e))?;
         sync_dir(root)?;
@@ -272,17 +699,21 @@ impl EmbeddedStore {
                 let _ = std::fs::remove_dir_all(&path);
                 continue;
             }
-            let c = Self::open_collection(&path, &name)?;
-            collections.insert(name, Arc::new(c));
+            let c = Self::open_collection(&path, &name, &cfg)?;
+            collections.insert(name, c);
         }
         Ok(Arc::new(Self {
             root: root.to_path_buf(),
+            cfg,
             collections: RwLock::new(collections),
             _lock: lock,
         }))
     }
 
-    fn open_collection(dir: &Path, name: &str) -> Result<Collection> {
+    /// Opens one collection: replays its log, then loads its index checkpoint and brings it up
+    /// to date with the log's tail (in the background when the tail is long), or builds the
+    /// index in the background when there is no usable checkpoint.
+    fn open_collection(dir: &Path, name: &str, cfg: &AnnConfig) -> Result<Arc<Collection>> {
         let meta_path = dir.join("meta.json");
         let bytes =
             std::fs::read(&meta_path).map_err(|e| Error::io(meta_path.display().to_string(), e))?;
@@ -299,16 +730,79 @@ impl EmbeddedStore {
             });
         }
         let mut state = State::new(spec.clone());
-        let log = LogWriter::open(&dir.join("log"), spec.dims, |op| state.apply(op))?;
-        Ok(Collection {
+        let loaded = if cfg.enabled {
+            Ann::load(dir, spec.dims, spec.metric, cfg)
+        } else {
+            None
+        };
+        let at = loaded.as_ref().map(|(_, pos)| *pos);
+        let mut reached = at == Some(FramePos::start());
+        let mut tail = Vec::new();
+        let log = LogWriter::open(&dir.join("log"), spec.dims, |op, pos| {
+            let touched = state.apply(op);
+            if reached {
+                tail.extend(touched);
+            }
+            reached |= at == Some(pos);
+        })?;
+        let live = state.len();
+        let mut start = None;
+        let mut ann_state = AnnState::Off;
+        match loaded {
+            Some((ann, _)) if reached => {
+                tail.sort_unstable();
+                tail.dedup();
+                if tail.len() <= SYNC_TAIL {
+                    sync_slots(&ann, &state, &mut tail)?;
+                    if ann.len() == live {
+                        ann_state = AnnState::Ready(Arc::new(ann));
+                    } else {
+                        tracing::warn!(collection = %name, "the index checkpoint does not match the log; rebuilding");
+                    }
+                } else {
+                    start = Some((ann, tail));
+                }
+            }
+            Some(_) => {
+                tracing::warn!(collection = %name, "the index checkpoint is not at a position of the log; rebuilding");
+            }
+            None => {}
+        }
+        if matches!(ann_state, AnnState::Off)
+            && start.is_none()
+            && cfg.enabled
+            && live >= cfg.exact_below
+        {
+            discard_checkpoint(dir);
+            start = Some((
+                Ann::new(spec.dims, spec.metric, cfg, live)?,
+                state.live().collect(),
+            ));
+        }
+        if start.is_some() {
+            ann_state = AnnState::Building {
+                pending: Vec::new(),
+            };
+        }
+        let c = Arc::new(Collection {
             spec,
             dir: dir.to_path_buf(),
+            cfg: cfg.clone(),
             writer: Mutex::new(Writer {
                 log,
                 dropped: false,
+                dirty: 0,
+                saved_at: Instant::now(),
+                build_failed: false,
             }),
             state: RwLock::new(state),
-        })
+            ann: Mutex::new(ann_state),
+            closing: AtomicBool::new(false),
+        });
+        if let Some((ann, todo)) = start {
+            c.spawn_build(ann, todo);
+        }
+        Ok(c)
     }
 
     /// The data directory.
@@ -357,8 +851,8 @@ impl EmbeddedStore {
         let dir = cdir.join(&spec.name);
         std::fs::rename(&tmp, &dir).map_err(io)?;
         sync_dir(&cdir)?;
-        let c = Self::open_collection(&dir, &spec.name)?;
-        map.insert(spec.name.clone(), Arc::new(c));
+        let c = Self::open_collection(&dir, &spec.name, &self.cfg)?;
+        map.insert(spec.name.clone(), c);
         Ok(())
     }
 
@@ -427,6 +921,7 @@ impl VectorStore for Arc<EmbeddedStore> {
                 .map_err(|e| Error::io(c.dir.display().to_string(), e))?;
             sync_dir(&cdir)?;
             w.dropped = true;
+            c.closing.store(true, Ordering::Relaxed);
             map.remove(&name);
             drop(w);
             drop(map);
@@ -505,11 +1000,12 @@ impl VectorStore for Arc<EmbeddedStore> {
         let queries = prepare_requests(&c.spec, requests)?;
         let requests = requests.to_vec();
         self.blocking(move |_| {
+            let ann = c.ready_ann();
             let state = c.read();
             Ok(requests
                 .iter()
                 .zip(&queries)
-                .map(|(r, q)| state.search(r, q))
+                .map(|(r, q)| c.search(&state, ann.as_deref(), r, q))
                 .collect())
         })
         .await
