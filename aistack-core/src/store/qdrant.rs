@@ -380,14 +380,7 @@ impl QdrantStore {
     /// The collection's spec, or `None` if Qdrant has no such collection or it is not one
     /// aistack can use (named or sparse vectors, another distance).
     async fn spec_of(&self, name: &str) -> Result<Option<(CollectionSpec, u64)>> {
-        let exists = self
-            .client
-            .collection_exists(name)
-            .await
-            .map_err(|e| q_err(&coll_what(name), e))?;
-        if !exists {
-            return Ok(None);
-        }
+        // One round trip: a missing collection comes back as NotFound.
         let info = match self.client.collection_info(name).await {
             Ok(r) => r.result,
             Err(e) => match q_err(&coll_what(name), e) {

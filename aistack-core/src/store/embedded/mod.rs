@@ -243,11 +243,11 @@ impl State {
         };
         let metric = self.spec.metric;
         let mut scored = Vec::with_capacity(candidates.len());
-        let mut seen = std::collections::HashSet::with_capacity(candidates.len());
+        // Keys are unique in the index (it is not a multi-index), so candidates are distinct.
         for s in candidates {
             // The index may trail the records by a write in progress: skip freed slots, and
             // check the filter on the record as it is now.
-            if !self.is_live(s) || !seen.insert(s) {
+            if !self.is_live(s) {
                 continue;
             }
             if req
