@@ -138,6 +138,9 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// Vectors an index takes one at a time before inserts run in parallel.
+const SEQUENTIAL_SEED: usize = 2048;
+
 /// Thread contexts each index reserves: concurrent searches and adds beyond this wait.
 fn contexts() -> usize {
     (threads() * 4).max(16)
@@ -250,6 +253,13 @@ impl Ann {
             }
             Ok(())
         };
+        // Concurrent inserts into a small graph leave poorly linked nodes (seen as exact-match
+        // misses at 300 nodes), so the first `SEQUENTIAL_SEED` vectors go in one at a time.
+        let seed = SEQUENTIAL_SEED
+            .saturating_sub(index.size())
+            .min(items.len());
+        add(&items[..seed])?;
+        let items = &items[seed..];
         let n = threads();
         if items.len() < 256 || n == 1 {
             return add(items);
