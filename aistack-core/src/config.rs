@@ -85,6 +85,38 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Deadline for a whole request, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Deadline for reading a request's headers, in milliseconds (against slowloris clients).
+    pub header_read_timeout_ms: u64,
+    /// Deadline for a TLS handshake, in milliseconds.
+    pub tls_handshake_timeout_ms: u64,
+    /// Requests handled at once; more get 429 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Open connections at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Most documents in one ingest request.
+    pub max_documents_per_request: usize,
+    /// Most characters in one document of an ingest request.
+    pub max_document_chars: usize,
+    /// Largest `k` a search may ask for.
+    pub max_search_k: usize,
+    /// Entries of the search result cache; `0` disables it.
+    pub search_cache_entries: u64,
+    /// File of API keys, one per line; requests must send one as `Authorization: Bearer`.
+    /// Unset means no authentication. The file must not be readable by group or others.
+    pub api_key_file: Option<PathBuf>,
+    /// Whether `/health` answers without an API key.
+    pub public_health: bool,
+    /// Whether `/metrics` answers without an API key.
+    pub public_metrics: bool,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// The name clients send as `model` (e.g. `all-MiniLM-L6-v2` for a local directory); the
+    /// model's id and its last path part are always accepted too.
+    pub model_name: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -93,6 +125,21 @@ impl Default for ServerSettings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: 10_000,
+            max_concurrent_requests: 256,
+            max_connections: 1024,
+            max_documents_per_request: 256,
+            max_document_chars: 1_000_000,
+            max_search_k: 1_000,
+            search_cache_entries: 10_000,
+            api_key_file: None,
+            public_health: true,
+            public_metrics: false,
+            tls_cert: None,
+            tls_key: None,
+            shutdown_grace_ms: 10_000,
+            model_name: None,
         }
     }
 }
@@ -293,8 +340,32 @@ impl Settings {
         }
         let s = &self.server;
         positive("server.max_body_bytes", s.max_body_bytes)?;
-        if s.request_timeout_ms == 0 {
-            return Err(Error::config("server.request_timeout_ms", "must be > 0"));
+        for (key, ms) in [
+            ("server.request_timeout_ms", s.request_timeout_ms),
+            ("server.header_read_timeout_ms", s.header_read_timeout_ms),
+            (
+                "server.tls_handshake_timeout_ms",
+                s.tls_handshake_timeout_ms,
+            ),
+            ("server.shutdown_grace_ms", s.shutdown_grace_ms),
+        ] {
+            if ms == 0 {
+                return Err(Error::config(key, "must be > 0"));
+            }
+        }
+        positive("server.max_concurrent_requests", s.max_concurrent_requests)?;
+        positive("server.max_connections", s.max_connections)?;
+        positive(
+            "server.max_documents_per_request",
+            s.max_documents_per_request,
+        )?;
+        positive("server.max_document_chars", s.max_document_chars)?;
+        positive("server.max_search_k", s.max_search_k)?;
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err(Error::config(
+                "server.tls_cert",
+                "tls_cert and tls_key must be set together",
+            ));
         }
         let r = &self.resilience;
         positive(

@@ -3,6 +3,7 @@
 mod embed_cmd;
 mod ingest_cmd;
 mod logging;
+mod serve;
 mod store_args;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the HTTP API server (embeddings, collections, documents, search, health, metrics).
+    Serve(serve::ServeArgs),
     /// Embed JSON-lines texts and write JSON-lines vectors, in input order.
     Embed(embed_cmd::EmbedArgs),
     /// Chunk, embed and store documents (.txt, .md, folders, .jsonl) in a collection.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Serve(args) => serve::run(args, settings).await,
             Command::Embed(args) => embed_cmd::run(args, settings).await,
             Command::Ingest(args) => ingest_cmd::ingest(args, settings).await,
             Command::Search(args) => ingest_cmd::search(args, settings).await,

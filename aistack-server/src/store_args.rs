@@ -40,16 +40,38 @@ pub struct StoreArgs {
     qdrant_api_key_file: Option<PathBuf>,
 }
 
+/// An open store, with the concrete backend kept where the server needs it (flush, pool figures).
+pub struct OpenStore {
+    /// The store.
+    pub store: Arc<dyn VectorStore>,
+    /// The embedded store, when that is the backend.
+    pub embedded: Option<Arc<EmbeddedStore>>,
+    /// The PostgreSQL store, when that is the backend.
+    pub pg: Option<Arc<PgVectorStore>>,
+}
+
 impl StoreArgs {
     /// Opens the chosen store.
     pub async fn open(&self) -> Result<Arc<dyn VectorStore>> {
-        Ok(match self.store {
-            Backend::Embedded => Arc::new(EmbeddedStore::open(&self.data_dir).await?),
+        Ok(self.open_parts().await?.store)
+    }
+
+    /// Opens the chosen store and keeps its concrete type.
+    pub async fn open_parts(&self) -> Result<OpenStore> {
+        let (mut embedded, mut pg) = (None, None);
+        let store: Arc<dyn VectorStore> = match self.store {
+            Backend::Embedded => {
+                let e = EmbeddedStore::open(&self.data_dir).await?;
+                embedded = Some(e.clone());
+                Arc::new(e)
+            }
             Backend::Pgvector => {
                 let dsn = self.dsn.clone().ok_or_else(|| {
                     Error::config("--dsn", "--store pgvector needs --dsn or AISTACK_PG_DSN")
                 })?;
-                Arc::new(PgVectorStore::connect(PgConfig::new(dsn)).await?)
+                let p = Arc::new(PgVectorStore::connect(PgConfig::new(dsn)).await?);
+                pg = Some(p.clone());
+                p
             }
             Backend::Qdrant => {
                 let url = self.url.clone().ok_or_else(|| {
@@ -70,6 +92,16 @@ impl StoreArgs {
                 }
                 Arc::new(QdrantStore::connect(cfg).await?)
             }
+        };
+        Ok(OpenStore {
+            store,
+            embedded,
+            pg,
         })
+    }
+
+    /// Whether the store is shared with other processes (a server, not a local directory).
+    pub fn is_shared(&self) -> bool {
+        self.store != Backend::Embedded
     }
 }

@@ -294,8 +294,35 @@ impl Ingestor {
             .await?
             .pop()
             .unwrap_or_default();
-        let mut req = SearchRequest::new(v, k);
-        req.filter = parsed;
+        let hits = Arc::new(self.nearest(collection, v, k, parsed, min_score).await?);
+        self.cache.insert(key, hits.clone());
+        Ok(hits)
+    }
+
+    /// The `k` chunks nearest to a query vector, best first, optionally filtered by metadata.
+    /// The vector is checked like any other (dimensions, NaN, infinity); not cached.
+    pub async fn search_vector(
+        &self,
+        collection: &str,
+        vector: Vec<f32>,
+        k: usize,
+        filter: Option<&Value>,
+        min_score: Option<f32>,
+    ) -> Result<Vec<DocHit>> {
+        let parsed = filter.map(Filter::from_json).transpose()?;
+        self.nearest(collection, vector, k, parsed, min_score).await
+    }
+
+    async fn nearest(
+        &self,
+        collection: &str,
+        vector: Vec<f32>,
+        k: usize,
+        filter: Option<Filter>,
+        min_score: Option<f32>,
+    ) -> Result<Vec<DocHit>> {
+        let mut req = SearchRequest::new(vector, k);
+        req.filter = filter;
         req.min_score = min_score;
         let hits = self
             .store
@@ -303,9 +330,12 @@ impl Ingestor {
             .await?
             .pop()
             .unwrap_or_default();
-        let hits: Arc<Vec<DocHit>> = Arc::new(hits.into_iter().map(doc_hit).collect());
-        self.cache.insert(key, hits.clone());
-        Ok(hits)
+        Ok(hits.into_iter().map(doc_hit).collect())
+    }
+
+    /// Forgets cached searches of `collection` (after it was written or dropped elsewhere).
+    pub fn invalidate(&self, collection: &str) {
+        self.epochs.bump(collection);
     }
 
     /// Search cache counters.

@@ -1,0 +1,169 @@
+//! The router and its layers: request ids, panics caught as JSON, tracing, metrics, auth, body
+//! limits, and (on API routes) a request timeout and a concurrency limit that sheds load as 429.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{BoxError, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
+use tracing::Level;
+
+use super::auth::{ApiKeys, RequireKey};
+use super::error::ApiError;
+use super::state::AppState;
+use super::{api, metrics, ops};
+
+/// The request-id header: taken from the request when well-formed, else generated.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A client's request id is kept if it is 1 to 128 characters of `A-Z a-z 0-9 - _ . :`.
+pub fn well_formed_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    (1..=128).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+}
+
+async fn drop_malformed_request_id(mut req: Request) -> Request {
+    let bad = req
+        .headers()
+        .get_all(&REQUEST_ID)
+        .iter()
+        .enumerate()
+        .any(|(i, v)| i > 0 || !well_formed_request_id(v));
+    if bad {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    req
+}
+
+async fn shed_or_timeout(err: BoxError) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::request_timeout()
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::overloaded()
+    } else {
+        aistack_core::Error::internal("the request pipeline failed", err).into()
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::from(aistack_core::Error::internal(
+        "a request handler panicked",
+        std::io::Error::other("panic"),
+    ))
+    .into_response()
+}
+
+async fn no_route() -> ApiError {
+    ApiError::no_route()
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+/// The paths that answer without an API key, given the settings.
+fn public_paths(app: &AppState) -> Vec<&'static str> {
+    let mut p = Vec::new();
+    if app.settings.server.public_health {
+        p.push("/health");
+    }
+    if app.settings.server.public_metrics {
+        p.push("/metrics");
+    }
+    p
+}
+
+/// The whole application: every route with every layer.
+pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
+    let s = &app.settings.server;
+    let guarded = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(shed_or_timeout))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(s.max_concurrent_requests))
+        .timeout(Duration::from_millis(s.request_timeout_ms));
+    let api = Router::new()
+        .route("/v1/embeddings", post(api::embeddings))
+        .route("/embed", post(api::tei_embed))
+        .route(
+            "/v1/collections",
+            get(api::list_collections).post(api::create_collection),
+        )
+        .route(
+            "/v1/collections/{name}",
+            get(api::get_collection).delete(api::drop_collection),
+        )
+        .route("/v1/collections/{name}/documents", post(api::ingest))
+        .route(
+            "/v1/collections/{name}/documents/{id}",
+            delete(api::delete_document),
+        )
+        .route("/v1/collections/{name}/search", post(api::search))
+        .route_layer(guarded);
+    let ops = Router::new()
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi_json))
+        .route("/docs", get(ops::docs));
+    let require = RequireKey::new(keys, public_paths(&app));
+    api.merge(ops)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(s.max_body_bytes))
+        .layer(ValidateRequestHeaderLayer::custom(require))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::record,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_malformed_request_id))
+        .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked() {
+        let ok = |s: &str| well_formed_request_id(&HeaderValue::from_str(s).unwrap());
+        assert!(ok("abc-123_x.y:z"));
+        assert!(!ok(""));
+        assert!(!ok("has space"));
+        assert!(!ok(&"a".repeat(129)));
+        assert!(!ok("quote\"d"));
+    }
+}

@@ -1,0 +1,736 @@
+//! `aistack serve` end to end: the real binary on loopback with the real model, driven over HTTP.
+
+#[path = "../../aistack-core/tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{cosine, model_dir, reference};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const KEY: &str = "test-key-0123456789abcdef";
+
+/// A running server; killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `aistack serve` on a free port with `env` extra settings and `args` extra flags, and
+/// waits for its "listening" log line.
+fn start(model: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aistack"));
+    cmd.arg("serve")
+        .args(["--bind", "127.0.0.1:0", "--model", model])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(args)
+        .env("AISTACK__LOG__LEVEL", "info")
+        .env_remove("AISTACK_API_KEY_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("aistack serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("the server did not start: {:?}", child.try_wait()));
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v["message"] == "listening" {
+                break v["addr"].as_str().unwrap().parse().unwrap();
+            }
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Server {
+        child,
+        addr,
+        base: format!("http://{addr}"),
+        _dir: dir,
+    }
+}
+
+fn model() -> String {
+    model_dir().display().to_string()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn wait_ready(s: &Server) {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = c.get(format!("{}/health", s.base)).send().await {
+            if r.status() == StatusCode::OK {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server never became ready");
+}
+
+/// Sends `req` and parses the JSON reply.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// Checks the error shape and returns the code.
+async fn error_code(r: reqwest::Response, status: u16) -> String {
+    assert_eq!(r.status().as_u16(), status);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    let v: Value = r.json().await.unwrap();
+    let e = &v["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert_eq!(e["error_id"].as_str().unwrap().len(), 32, "{v}");
+    e["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn health_is_503_while_the_model_cannot_load() {
+    let s = start(
+        "/nonexistent/model-dir",
+        &[("AISTACK__EMBED__LOAD_ATTEMPTS", "1")],
+        &[],
+    );
+    let c = client();
+    let r = c.get(format!("{}/health", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        ["loading", "failed"].contains(&v["model"]["state"].as_str().unwrap()),
+        "{v}"
+    );
+    assert_eq!(v["store"]["status"], "ok");
+    // Embedding before the model is ready: 503 JSON with Retry-After, not a hang.
+    let r = c
+        .post(format!("{}/v1/embeddings", s.base))
+        .json(&json!({"input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_code(r, 503).await, "unavailable");
+}
+
+#[tokio::test]
+async fn openai_and_tei_embeddings_match_the_reference() {
+    let s = start(
+        &model(),
+        &[("AISTACK__SERVER__MODEL_NAME", "all-MiniLM-L6-v2")],
+        &[],
+    );
+    wait_ready(&s).await;
+    let c = client();
+    let refs = reference();
+    for chunk in refs.chunks(32).take(4) {
+        let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
+        for format in ["float", "base64"] {
+            let r = c
+                .post(format!("{}/v1/embeddings", s.base))
+                .json(&json!({"input": texts, "model": "all-MiniLM-L6-v2", "encoding_format": format}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["object"], "list");
+            assert_eq!(v["model"], "all-MiniLM-L6-v2");
+            assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+            for (i, item) in v["data"].as_array().unwrap().iter().enumerate() {
+                assert_eq!(item["index"], i);
+                let got: Vec<f32> = if format == "float" {
+                    serde_json::from_value(item["embedding"].clone()).unwrap()
+                } else {
+                    let b = base64::engine::general_purpose::STANDARD
+                        .decode(item["embedding"].as_str().unwrap())
+                        .unwrap();
+                    b.chunks(4)
+                        .map(|x| f32::from_le_bytes(x.try_into().unwrap()))
+                        .collect()
+                };
+                let cos = cosine(&got, &chunk[i].embedding);
+                assert!(cos >= 0.9999, "{}: {cos}", chunk[i].text);
+            }
+        }
+    }
+    // TEI shape: an array of arrays.
+    let r = c
+        .post(format!("{}/embed", s.base))
+        .json(&json!({"inputs": refs[0].text, "truncate": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Vec<Vec<f32>> = r.json().await.unwrap();
+    assert_eq!(v.len(), 1);
+    assert!(cosine(&v[0], &refs[0].embedding) >= 0.9999);
+    // Model and dimension checks.
+    let r = c
+        .post(format!("{}/v1/embeddings", s.base))
+        .json(&json!({"input": "x", "model": "text-embedding-3-small"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    let r = c
+        .post(format!("{}/v1/embeddings", s.base))
+        .json(&json!({"input": "x", "dimensions": 128}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_input");
+}
+
+#[tokio::test]
+async fn bad_input_gets_json_4xx_and_changes_nothing() {
+    let s = start(
+        &model(),
+        &[("AISTACK__SERVER__MAX_BODY_BYTES", "65536")],
+        &[],
+    );
+    wait_ready(&s).await;
+    let c = client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    let r = c
+        .post(url("/v1/collections/docs/documents"))
+        .json(&json!({"documents": [{"id": "a", "text": "Cats purr.", "metadata": {"n": 1}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let raw = |body: Vec<u8>, ct: &'static str| {
+        c.post(url("/v1/collections/docs/documents"))
+            .header("content-type", ct)
+            .body(body)
+    };
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            raw(b"{not json".to_vec(), "application/json"),
+            400,
+            "invalid_input",
+        ),
+        (
+            raw(b"{\"documents\": 3}".to_vec(), "application/json"),
+            400,
+            "invalid_input",
+        ),
+        (
+            raw(
+                b"{\"documents\":[{\"id\":\"b\",\"text\":\"\xff\xfe\"}]}".to_vec(),
+                "application/json",
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            raw(b"{}".to_vec(), "text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            raw(vec![b' '; 100_000], "application/json"),
+            413,
+            "payload_too_large",
+        ),
+        (
+            raw(
+                br#"{"documents":[{"id":"b","text":"   "}]}"#.to_vec(),
+                "application/json",
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            raw(br#"{"documents":[]}"#.to_vec(), "application/json"),
+            400,
+            "invalid_input",
+        ),
+        (
+            c.post(url("/v1/embeddings")).json(&json!({"input": ""})),
+            400,
+            "invalid_input",
+        ),
+        (
+            c.post(url("/v1/embeddings")).json(&json!({"input": []})),
+            400,
+            "invalid_input",
+        ),
+        (
+            c.post(url("/v1/embeddings"))
+                .json(&json!({"input": [[1, 2, 3]]})),
+            400,
+            "invalid_input",
+        ),
+        (
+            c.post(url("/v1/collections/docs/search"))
+                .json(&json!({"vector": [0.1, 0.2]})),
+            400,
+            "invalid_input",
+        ),
+        (
+            c.post(url("/v1/collections/docs/search"))
+                .header("content-type", "application/json")
+                .body("{\"vector\": [NaN]}"),
+            400,
+            "invalid_input",
+        ),
+        (
+            c.post(url("/v1/collections/docs/search"))
+                .json(&json!({"query": "x", "filter": {"n": {"$regex": "a"}}})),
+            400,
+            "invalid_input",
+        ),
+        (
+            c.post(url("/v1/collections/docs/search"))
+                .json(&json!({"query": "x", "k": 0})),
+            400,
+            "invalid_input",
+        ),
+        (
+            c.post(url("/v1/collections/nope/search"))
+                .json(&json!({"query": "x"})),
+            404,
+            "not_found",
+        ),
+        (c.get(url("/v1/collections/nope")), 404, "not_found"),
+        (
+            c.get(url("/v1/collections/bad%20name")),
+            400,
+            "invalid_input",
+        ),
+        (
+            c.delete(url("/v1/collections/docs/documents/missing")),
+            404,
+            "not_found",
+        ),
+        (c.get(url("/no/such/route")), 404, "not_found"),
+        (c.put(url("/v1/embeddings")), 405, "method_not_allowed"),
+    ];
+    for (i, (req, status, code)) in cases.into_iter().enumerate() {
+        let r = req.send().await.unwrap();
+        assert_eq!(error_code(r, status).await, code, "case {i}");
+    }
+    // The document stored before is intact.
+    let v: Value = json_of(c.get(url("/v1/collections/docs"))).await;
+    assert_eq!(v["count"], 1);
+    let v: Value = json_of(
+        c.post(url("/v1/collections/docs/search"))
+            .json(&json!({"query": "cats"})),
+    )
+    .await;
+    assert_eq!(v["hits"][0]["document_id"], "a");
+    assert_eq!(v["hits"][0]["text"], "Cats purr.");
+}
+
+#[tokio::test]
+async fn ingest_search_delete_over_http() {
+    let s = start(&model(), &[], &[]);
+    wait_ready(&s).await;
+    let c = client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    let r = c
+        .post(url("/v1/collections"))
+        .json(&json!({"name": "kb"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["dims"].as_u64(), v["metric"].as_str()),
+        (Some(384), Some("cosine"))
+    );
+    let r = c
+        .post(url("/v1/collections"))
+        .json(&json!({"name": "kb"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 409).await, "conflict");
+    let docs = json!({"documents": [
+        {"id": "rust", "text": "Rust is a systems programming language focused on safety.", "metadata": {"lang": "en", "year": 2015}},
+        {"id": "cats", "text": "Cats are small carnivorous mammals that purr.", "metadata": {"lang": "en", "year": 2020}},
+        {"id": "brot", "text": "Brot wird aus Mehl, Wasser und Hefe gebacken.", "metadata": {"lang": "de", "year": 2021}},
+    ]});
+    for _ in 0..2 {
+        // Twice: idempotent by id.
+        let v: Value = json_of(c.post(url("/v1/collections/kb/documents")).json(&docs)).await;
+        assert_eq!(v["documents"], 3, "{v}");
+    }
+    let v: Value = json_of(c.get(url("/v1/collections/kb"))).await;
+    assert_eq!(v["count"], 3);
+    let search = |body: Value| {
+        let c = c.clone();
+        let u = url("/v1/collections/kb/search");
+        async move {
+            let r = c.post(u).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let v = search(json!({"query": "which animal purrs?", "k": 2})).await;
+    assert_eq!(v["hits"][0]["document_id"], "cats");
+    assert_eq!(v["hits"][0]["metadata"]["year"], 2020);
+    assert!(v["hits"][0]["score"].as_f64().unwrap() > v["hits"][1]["score"].as_f64().unwrap());
+    let v = search(json!({"query": "programming", "filter": {"$and": [{"lang": "en"}, {"year": {"$gte": 2016}}]}})).await;
+    let ids: Vec<&str> = v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["document_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["cats"]);
+    // Vector search with a vector from the embeddings route.
+    let e: Value = json_of(
+        c.post(url("/v1/embeddings"))
+            .json(&json!({"input": "baking bread"})),
+    )
+    .await;
+    let v = search(json!({"vector": e["data"][0]["embedding"], "k": 1})).await;
+    assert_eq!(v["hits"][0]["document_id"], "brot");
+    // Delete a document: gone from search (no stale cached result).
+    let r = c
+        .delete(url("/v1/collections/kb/documents/cats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = search(json!({"query": "which animal purrs?", "k": 3})).await;
+    assert!(
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["document_id"] != "cats"),
+        "{v}"
+    );
+    let v: Value = json_of(c.get(url("/v1/collections"))).await;
+    assert_eq!(v["collections"][0]["name"], "kb");
+    assert_eq!(
+        c.delete(url("/v1/collections/kb"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let r = c.delete(url("/v1/collections/kb")).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+}
+
+fn key_file(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("keys");
+    std::fs::write(&p, format!("# keys\nanother-key-9876543210\n{KEY}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+#[tokio::test]
+async fn api_keys_request_ids_and_metrics() {
+    let keys = tempfile::tempdir().unwrap();
+    let kf = key_file(keys.path());
+    let s = start(&model(), &[], &["--api-key-file", &kf]);
+    wait_ready(&s).await; // /health is public by default
+    let c = client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    let body = json!({"input": "hello"});
+    for auth in [
+        None,
+        Some("Bearer wrong-key-0000000000000"),
+        Some("Basic abc"),
+        Some("Bearer"),
+        Some(&format!("Bearer {KEY}x")[..]),
+    ] {
+        let mut req = c.post(url("/v1/embeddings")).json(&body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"aistack\"");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains(KEY) && !text.contains("wrong-key"));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], "unauthorized");
+    }
+    let r = c
+        .post(url("/v1/embeddings"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .post(url("/v1/embeddings"))
+        .bearer_auth("another-key-9876543210")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Metrics are private by default.
+    assert_eq!(
+        c.get(url("/metrics")).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Request ids: a well-formed one is echoed, a malformed one replaced, a missing one made.
+    let r = c
+        .get(url("/health"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let r = c
+        .get(url("/health"))
+        .header("x-request-id", "bad id!")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(id != "bad id!" && id.len() == 36, "{id}");
+    let r = c.get(url("/nope")).send().await.unwrap();
+    assert!(r.headers().contains_key("x-request-id"));
+
+    let m = c
+        .get(url("/metrics"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), StatusCode::OK);
+    let text = m.text().await.unwrap();
+    let count = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{needle} not in metrics:\n{text}"))
+    };
+    assert_eq!(
+        count(
+            "aistack_http_requests_total{route=\"/v1/embeddings\",method=\"POST\",status=\"401\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        count(
+            "aistack_http_requests_total{route=\"/v1/embeddings\",method=\"POST\",status=\"200\"}"
+        ),
+        2.0
+    );
+    assert_eq!(count("aistack_model_ready"), 1.0);
+    assert!(count("aistack_embed_sequences_total") >= 1.0);
+    assert_eq!(count("aistack_cache_hits_total{cache=\"embeddings\"}"), 1.0);
+    assert!(!text.contains(KEY));
+}
+
+#[tokio::test]
+async fn overload_gets_429_with_retry_after_and_never_a_dropped_connection() {
+    let s = start(
+        &model(),
+        &[("AISTACK__SERVER__MAX_CONCURRENT_REQUESTS", "2")],
+        &[],
+    );
+    wait_ready(&s).await;
+    let c = client();
+    let texts: Vec<String> = (0..32)
+        .map(|i| format!("sentence number {i} about overload and backpressure in servers"))
+        .collect();
+    let calls = (0..24).map(|j| {
+        let c = c.clone();
+        let u = format!("{}/v1/embeddings", s.base);
+        // Unique texts, so the embedding cache cannot answer them.
+        let t: Vec<String> = texts.iter().map(|x| format!("{j}: {x}")).collect();
+        async move { c.post(u).json(&json!({"input": t})).send().await }
+    });
+    let results = futures::future::join_all(calls).await;
+    let (mut ok, mut shed) = (0, 0);
+    for r in results {
+        let r = r.expect("no connection is dropped");
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                assert_eq!(error_code(r, 429).await, "overloaded");
+                shed += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok >= 2 && shed >= 1, "ok {ok}, shed {shed}");
+}
+
+#[test]
+fn a_trickling_client_is_cut_off_by_the_header_timeout() {
+    let s = start(
+        "/nonexistent",
+        &[
+            ("AISTACK__SERVER__HEADER_READ_TIMEOUT_MS", "500"),
+            ("AISTACK__EMBED__LOAD_ATTEMPTS", "1"),
+        ],
+        &[],
+    );
+    let mut sock = TcpStream::connect(s.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    sock.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(100));
+        if sock.write_all(b"X-Slow: 1\r\n").is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        sock.set_nonblocking(true).unwrap();
+        match sock.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {
+                closed = true; // an error response, then the close
+                break;
+            }
+            Err(_) => {}
+        }
+        sock.set_nonblocking(false).unwrap();
+    }
+    assert!(closed, "the connection stayed open while headers trickled");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn tls_serves_https_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cp, kp) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cp, cert.cert.pem()).unwrap();
+    std::fs::write(&kp, cert.signing_key.serialize_pem()).unwrap();
+    let mut s = start(
+        &model(),
+        &[],
+        &[
+            "--tls-cert",
+            cp.to_str().unwrap(),
+            "--tls-key",
+            kp.to_str().unwrap(),
+        ],
+    );
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .resolve("localhost", s.addr)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/health", s.addr.port());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c.get(&url).send().await.expect("HTTPS works");
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready over TLS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(client()
+        .get(format!("http://{}/health", s.addr))
+        .send()
+        .await
+        .is_err());
+    // SIGTERM: a clean exit.
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn the_official_openai_python_client_works_unchanged() {
+    let s = start(
+        &model(),
+        &[("AISTACK__SERVER__MODEL_NAME", "all-MiniLM-L6-v2")],
+        &[],
+    );
+    wait_ready(&s).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+    let reference = std::env::var("AISTACK_REFERENCE").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/reference/minilm-public.jsonl")
+            .display()
+            .to_string()
+    });
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&s.base)
+        .arg(&reference)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the openai client failed (is `openai` installed? scripts/test installs it):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["lines"].as_u64().unwrap() >= 100, "{v}");
+}
