@@ -219,13 +219,8 @@ pub async fn tei_embed(
     }
     if !req.truncate {
         let counts = embedder.count_tokens(&texts)?;
-        if let Some((i, n)) = counts
-            .iter()
-            .enumerate()
-            .find(|(_, n)| **n >= info.max_input_tokens)
-        {
-            // count_tokens counts after truncation, so reaching the limit means it was cut.
-            let _ = n;
+        // count_tokens counts after truncation, so reaching the limit means the input was cut.
+        if let Some(i) = counts.iter().position(|n| *n >= info.max_input_tokens) {
             return Err(ApiError::invalid(format!(
                 "input {i} is longer than the model's {} tokens; send truncate=true to cut it",
                 info.max_input_tokens
@@ -344,7 +339,6 @@ pub async fn drop_collection(
     State(app): State<Arc<AppState>>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Deleted>> {
-    aistack_core::store::validate_collection_name(&name)?;
     if !app.store.drop_collection(&name).await? {
         return Err(aistack_core::Error::NotFound {
             what: format!("collection {name:?}"),
@@ -546,12 +540,7 @@ pub async fn search(
     let ingestor = app.ingestor().await?;
     let hits: Vec<SearchHit> = match (req.query, req.vector) {
         (Some(q), None) => {
-            if q.chars().count() > app.settings.embed.max_input_chars {
-                return Err(ApiError::invalid(format!(
-                    "the query is longer than {} characters (embed.max_input_chars)",
-                    app.settings.embed.max_input_chars
-                )));
-            }
+            // Empty and over-long queries are refused by the engine's own input checks.
             let hits = ingestor
                 .search(&name, &q, k, req.filter.as_ref(), req.min_score)
                 .await?;

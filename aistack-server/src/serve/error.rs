@@ -179,9 +179,6 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "the body must be JSON, sent with Content-Type: application/json",
             ),
-            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                too_large()
-            }
             JsonRejection::JsonSyntaxError(e) => {
                 Self::invalid(format!("the body is not valid JSON: {}", inner_message(&e)))
             }

@@ -91,7 +91,7 @@ impl Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
-        let m = Self {
+        let mut m = Self {
             registry,
             requests,
             latency,
@@ -113,7 +113,6 @@ impl Metrics {
             pool_size: Gauge::default(),
             pool_idle: Gauge::default(),
         };
-        let mut m = m;
         let r = &mut m.registry;
         r.register(
             "model_ready",
