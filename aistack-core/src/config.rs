@@ -264,6 +264,13 @@ pub struct LogSettings {
     pub level: String,
     /// `json` (structured, the default) or `text`.
     pub format: LogFormat,
+    /// OTLP/HTTP (protobuf) traces endpoint, e.g. `http://localhost:4318`; `/v1/traces` is
+    /// added when the URL has no path. Unset means no traces are exported.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces exported, 0.0 to 1.0; a sampled incoming `traceparent` is followed.
+    pub otlp_sample_ratio: f64,
+    /// The `service.name` traces carry.
+    pub service_name: String,
 }
 
 impl Default for LogSettings {
@@ -271,6 +278,9 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: LogFormat::Json,
+            otlp_endpoint: None,
+            otlp_sample_ratio: 1.0,
+            service_name: "aistack".into(),
         }
     }
 }
@@ -400,6 +410,27 @@ impl Settings {
         if self.log.level.trim().is_empty() {
             return Err(Error::config("log.level", "must not be empty"));
         }
+        if let Some(url) = &self.log.otlp_endpoint {
+            let ok = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+            if !ok {
+                return Err(Error::config(
+                    "log.otlp_endpoint",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.log.otlp_sample_ratio) {
+            return Err(Error::config(
+                "log.otlp_sample_ratio",
+                "must be a number from 0.0 to 1.0",
+            ));
+        }
+        if self.log.service_name.trim().is_empty() {
+            return Err(Error::config("log.service_name", "must not be empty"));
+        }
         Ok(())
     }
 }
@@ -514,6 +545,23 @@ mod tests {
         std::fs::write(&base, "[embed]\nmax_batch_tokenz = 4096\n").unwrap();
         let err = Settings::load_with(Some(&base), Environment::Dev, no_vars()).unwrap_err();
         assert!(err.to_string().contains("max_batch_tokenz"), "{err}");
+
+        for (toml, key) in [
+            (
+                "[log]\notlp_endpoint = \"localhost:4318\"\n",
+                "log.otlp_endpoint",
+            ),
+            ("[log]\notlp_endpoint = \"http://\"\n", "log.otlp_endpoint"),
+            ("[log]\notlp_sample_ratio = 1.5\n", "log.otlp_sample_ratio"),
+            ("[log]\notlp_sample_ratio = nan\n", "log.otlp_sample_ratio"),
+        ] {
+            std::fs::write(&base, toml).unwrap();
+            let err = Settings::load_with(Some(&base), Environment::Dev, no_vars()).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { key: k, .. } if k == key),
+                "{toml}: {err}"
+            );
+        }
 
         std::fs::write(&base, "[server]\nbind = \"not-an-address\"\n").unwrap();
         let err = Settings::load_with(Some(&base), Environment::Dev, no_vars()).unwrap_err();

@@ -45,7 +45,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(&settings.log);
+    let _telemetry = match logging::init(&settings.log) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -205,6 +205,21 @@ async fn openai_and_tei_embeddings_match_the_reference() {
     let v: Vec<Vec<f32>> = r.json().await.unwrap();
     assert_eq!(v.len(), 1);
     assert!(cosine(&v[0], &refs[0].embedding) >= 0.9999);
+    // normalize=false: the pooled vector before normalization, same direction.
+    let r = c
+        .post(format!("{}/embed", s.base))
+        .json(&json!({"inputs": [refs[0].text], "normalize": false, "truncate": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let raw: Vec<Vec<f32>> = r.json().await.unwrap();
+    let norm = raw[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() > 0.05,
+        "not the pooled vector: norm {norm}"
+    );
+    assert!(cosine(&raw[0], &refs[0].embedding) >= 0.9999);
     // Model and dimension checks.
     let r = c
         .post(format!("{}/v1/embeddings", s.base))
@@ -298,7 +313,7 @@ async fn bad_input_gets_json_4xx_and_changes_nothing() {
         ),
         (
             c.post(url("/v1/embeddings"))
-                .json(&json!({"input": [[1, 2, 3]]})),
+                .json(&json!({"input": [[1, 2, 4_000_000]]})),
             400,
             "invalid_input",
         ),
@@ -686,6 +701,11 @@ async fn tls_serves_https_and_sigterm_stops_cleanly() {
         .await
         .is_err());
     // SIGTERM: a clean exit.
+    stop_with_sigterm(&mut s);
+}
+
+/// Sends SIGTERM and waits for a successful exit.
+fn stop_with_sigterm(s: &mut Server) {
     let pid = s.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -703,6 +723,125 @@ async fn tls_serves_https_and_sigterm_stops_cleanly() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A minimal OTLP/HTTP collector (the exporter's counterpart): it keeps every body POSTed to
+/// `/v1/traces` and answers with an empty protobuf success.
+async fn otlp_collector() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(body.to_vec());
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, bodies)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Sends an embeddings request with a request id and, optionally, a W3C `traceparent`.
+async fn traced_request(s: &Server, request_id: &str, traceparent: Option<&str>) {
+    let mut req = client()
+        .post(format!("{}/v1/embeddings", s.base))
+        .header("x-request-id", request_id)
+        .json(&json!({"input": "traced"}));
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
+    assert_eq!(req.send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_traces_are_exported_with_the_sampling_ratio() {
+    const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&TRACE_ID[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let parent = format!("00-{TRACE_ID}-b7ad6b7169203331-01");
+
+    // Ratio 1: every request's span is exported, in the caller's trace when it sends one.
+    let (url, bodies) = otlp_collector().await;
+    let mut s = start(
+        &model(),
+        &[
+            ("AISTACK__LOG__OTLP_ENDPOINT", url.as_str()),
+            ("AISTACK__LOG__SERVICE_NAME", "aistack-otel-test"),
+        ],
+        &[],
+    );
+    wait_ready(&s).await;
+    traced_request(&s, "otel-sampled-1", Some(&parent)).await;
+    traced_request(&s, "otel-sampled-2", None).await;
+    stop_with_sigterm(&mut s); // the exporter flushes on exit
+    let all: Vec<u8> = bodies.lock().unwrap().concat();
+    assert!(contains(&all, b"aistack-otel-test"), "no service name");
+    assert!(contains(&all, b"otel-sampled-1") && contains(&all, b"otel-sampled-2"));
+    assert!(
+        contains(&all, &trace_id),
+        "the caller's trace id was not continued"
+    );
+    assert!(contains(&all, b"POST /v1/embeddings"));
+
+    // Ratio 0: new traces are dropped; a caller's sampled trace is still followed.
+    let (url, bodies) = otlp_collector().await;
+    let mut s = start(
+        &model(),
+        &[
+            ("AISTACK__LOG__OTLP_ENDPOINT", url.as_str()),
+            ("AISTACK__LOG__OTLP_SAMPLE_RATIO", "0.0"),
+        ],
+        &[],
+    );
+    wait_ready(&s).await;
+    traced_request(&s, "otel-dropped", None).await;
+    traced_request(&s, "otel-followed", Some(&parent)).await;
+    stop_with_sigterm(&mut s);
+    let all: Vec<u8> = bodies.lock().unwrap().concat();
+    assert!(!contains(&all, b"otel-dropped"));
+    assert!(contains(&all, b"otel-followed"));
+}
+
+/// Runs `tests/<script>` with the server's base URL, the reference file and `extra` arguments;
+/// returns its JSON summary line.
+async fn run_python_client(s: &Server, script: &str, extra: &[&Path]) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let reference = std::env::var("AISTACK_REFERENCE").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/reference/minilm-public.jsonl")
+            .display()
+            .to_string()
+    });
+    let out = tokio::process::Command::new("python3")
+        .arg(&path)
+        .arg(&s.base)
+        .arg(&reference)
+        .args(extra)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{script} failed (scripts/test installs its Python packages):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[tokio::test]
 async fn the_official_openai_python_client_works_unchanged() {
     let s = start(
@@ -711,26 +850,111 @@ async fn the_official_openai_python_client_works_unchanged() {
         &[],
     );
     wait_ready(&s).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
-    let reference = std::env::var("AISTACK_REFERENCE").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/reference/minilm-public.jsonl")
-            .display()
-            .to_string()
-    });
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(&s.base)
-        .arg(&reference)
+    let v = run_python_client(&s, "openai_client.py", &[]).await;
+    assert!(v["lines"].as_u64().unwrap() >= 100, "{v}");
+}
+
+/// Writes tiktoken's `cl100k_base.tiktoken` (base64 token bytes and rank, one per line) from the
+/// table the server decodes with; tiktoken checks the file's SHA-256, so it must be exact.
+fn write_cl100k_ranks(path: &Path) {
+    let bpe = tiktoken_rs::cl100k_base_singleton();
+    let mut out = String::new();
+    for rank in 0..100_256u32 {
+        let bytes = bpe._decode_native_and_split(vec![rank]).next().unwrap();
+        out.push_str(&base64::engine::general_purpose::STANDARD.encode(bytes));
+        out.push_str(&format!(" {rank}\n"));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[tokio::test]
+async fn langchain_openai_embeddings_work_with_their_defaults() {
+    let s = start(
+        &model(),
+        &[("AISTACK__SERVER__MODEL_NAME", "all-MiniLM-L6-v2")],
+        &[],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ranks = dir.path().join("cl100k_base.tiktoken");
+    write_cl100k_ranks(&ranks);
+    wait_ready(&s).await;
+    // Token ids are decoded with cl100k_base: the same text, the same vector.
+    let c = client();
+    let ids = tiktoken_rs::cl100k_base_singleton().encode_ordinary("The cat sat on the mat.");
+    let by_ids = json_of(
+        c.post(format!("{}/v1/embeddings", s.base))
+            .json(&json!({"input": [ids], "model": "all-MiniLM-L6-v2"})),
+    )
+    .await;
+    let by_text = json_of(
+        c.post(format!("{}/v1/embeddings", s.base))
+            .json(&json!({"input": "The cat sat on the mat.", "model": "all-MiniLM-L6-v2"})),
+    )
+    .await;
+    assert_eq!(
+        by_ids["data"][0]["embedding"],
+        by_text["data"][0]["embedding"]
+    );
+    for bad in [
+        json!([[1, 2], "text"]),
+        json!([4_000_000_000u32]),
+        json!([-1]),
+    ] {
+        let r = c
+            .post(format!("{}/v1/embeddings", s.base))
+            .json(&json!({"input": bad}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r, 400).await, "invalid_input", "{bad}");
+    }
+    let v = run_python_client(&s, "langchain_client.py", &[&ranks]).await;
+    assert!(v["lines"].as_u64().unwrap() >= 97, "{v}");
+}
+
+/// The OpenAPI document against the running server: schemathesis generates requests from it
+/// (valid and invalid) and checks every answer. Everything but `positive_data_acceptance` runs:
+/// that check expects every schema-valid body to be accepted, and some rules (exactly one of
+/// `query` and `vector`, reserved metadata keys, unique ids per request) are not expressible in
+/// the schema, so they are refused with a 400 the check would count.
+#[tokio::test]
+async fn the_openapi_contract_holds_against_the_running_server() {
+    let keys = tempfile::tempdir().unwrap();
+    let kf = key_file(keys.path());
+    let s = start(&model(), &[], &["--api-key-file", &kf]);
+    wait_ready(&s).await;
+    let spec: Value = json_of(
+        client()
+            .get(format!("{}/openapi.json", s.base))
+            .bearer_auth(KEY),
+    )
+    .await;
+    // The document says which routes need a key, as configured.
+    assert!(spec["components"]["securitySchemes"]["api_key"].is_object());
+    assert_eq!(spec["paths"]["/health"]["get"]["security"], json!([]));
+    assert!(spec["paths"]["/v1/embeddings"]["post"]["responses"]["401"].is_object());
+    let work = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new("schemathesis")
+        .current_dir(work.path())
+        .arg("run")
+        .arg(format!("{}/openapi.json", s.base))
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args(["--max-examples", "40", "--workers", "1"])
+        .args(["--request-timeout", "60"])
         .output()
         .await
-        .expect("python3 runs");
+        .expect("schemathesis runs (scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "the openai client failed (is `openai` installed? scripts/test installs it):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
+        "schemathesis found failures:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["lines"].as_u64().unwrap() >= 100, "{v}");
+    assert!(stdout.contains("Tested: 11"), "{stdout}");
 }

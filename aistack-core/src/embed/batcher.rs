@@ -21,9 +21,10 @@ pub trait BatchCompute: Send + Sync + 'static {
     fn compute(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>>;
 }
 
+/// The batcher computes pooled vectors; normalization is applied per request, on the way out.
 impl BatchCompute for super::model::SentenceModel {
     fn compute(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        self.forward(batch)
+        self.forward_pooled(batch)
     }
 }
 

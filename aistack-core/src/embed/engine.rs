@@ -306,7 +306,35 @@ impl ModelEmbedder {
         }
     }
 
-    async fn embed_inner(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
+    /// The pooled vectors before the model's normalization step (what TEI returns for
+    /// `normalize=false`); for models that do not normalize, the same as [`Embedder::embed`].
+    pub async fn embed_pooled(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
+        self.embed_timed(texts, kind, false).await
+    }
+
+    async fn embed_timed(
+        &self,
+        texts: &[String],
+        kind: InputKind,
+        normalized: bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        match tokio::time::timeout(self.timeout, self.embed_inner(texts, kind, normalized)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                what: "embedding request".into(),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    /// Embeds through the cache and the batcher. The cache and the batcher hold pooled vectors;
+    /// `normalized` applies the model's normalization to the copies returned.
+    async fn embed_inner(
+        &self,
+        texts: &[String],
+        kind: InputKind,
+        normalized: bool,
+    ) -> Result<Vec<Vec<f32>>> {
         self.limits.check(texts)?;
         let admission = self.batcher.admit()?;
         let prefix = match kind {
@@ -367,9 +395,17 @@ impl ModelEmbedder {
                 }
             }
         }
+        let normalize = normalized && self.info.normalize;
         out.into_iter()
             .map(|v| {
-                v.map(|v| v.to_vec()).ok_or_else(|| Error::Internal {
+                v.map(|v| {
+                    let mut v = v.to_vec();
+                    if normalize {
+                        super::model::normalize(&mut v);
+                    }
+                    v
+                })
+                .ok_or_else(|| Error::Internal {
                     context: "an embedding was missing from a batch result".into(),
                     source: None,
                 })
@@ -401,12 +437,6 @@ impl Embedder for ModelEmbedder {
     }
 
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
-        match tokio::time::timeout(self.timeout, self.embed_inner(texts, kind)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                what: "embedding request".into(),
-                after: self.timeout,
-            }),
-        }
+        self.embed_timed(texts, kind, true).await
     }
 }

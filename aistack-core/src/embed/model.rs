@@ -249,8 +249,19 @@ impl SentenceModel {
     }
 
     /// Embeds a batch of token sequences in one forward pass, padding to the longest; padding
-    /// does not change any result.
+    /// does not change any result. Vectors are normalized when the model's pipeline says so.
     pub fn forward(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let mut out = self.forward_pooled(batch)?;
+        if self.info.normalize {
+            for v in &mut out {
+                normalize(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Like [`SentenceModel::forward`], but returns the pooled vectors before any normalization.
+    pub fn forward_pooled(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -278,13 +289,7 @@ impl SentenceModel {
             };
             pooled.to_vec2::<f32>()
         };
-        let mut out = run().map_err(|e| Error::model("forward pass failed", e))?;
-        if self.info.normalize {
-            for v in &mut out {
-                normalize(v);
-            }
-        }
-        Ok(out)
+        run().map_err(|e| Error::model("forward pass failed", e))
     }
 }
 

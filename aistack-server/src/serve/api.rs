@@ -30,7 +30,7 @@ pub struct ApiPath<T>(pub T);
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
-/// One string or a list of strings.
+/// One string, a list of strings, or (OpenAI only) token ids.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Inputs {
@@ -38,35 +38,74 @@ pub enum Inputs {
     One(String),
     /// Several texts, embedded in order.
     Many(Vec<String>),
-    /// Token ids: not accepted (this server embeds text).
-    #[schema(value_type = Vec<Vec<u32>>)]
-    Tokens(Vec<Value>),
+    /// One text as `cl100k_base` token ids (what OpenAI clients such as LangChain send).
+    Tokens(Vec<u32>),
+    /// Several texts as `cl100k_base` token ids.
+    TokenLists(Vec<Vec<u32>>),
+    /// Anything else: refused with a clear 400.
+    #[schema(value_type = Object)]
+    Other(serde::de::IgnoredAny),
 }
 
 impl Inputs {
+    /// The texts of a request; token ids are refused (TEI's `/embed` takes text only).
     fn into_texts(self, field: &str) -> ApiResult<Vec<String>> {
         match self {
             Inputs::One(s) => Ok(vec![s]),
             Inputs::Many(v) => Ok(v),
-            Inputs::Tokens(items) => Err(ApiError::invalid(format!(
-                "`{field}` must be a string or an array of strings; got an array of {} items that \
-                 are not all strings (token arrays are not accepted)",
-                items.len()
+            _ => Err(ApiError::invalid(format!(
+                "`{field}` must be a string or an array of strings"
             ))),
         }
+    }
+
+    /// The texts of an OpenAI request: token ids are decoded with `cl100k_base`, the encoding
+    /// OpenAI clients tokenize with for models tiktoken does not know.
+    async fn into_openai_texts(self) -> ApiResult<Vec<String>> {
+        let lists =
+            match self {
+                Inputs::One(s) => return Ok(vec![s]),
+                Inputs::Many(v) => return Ok(v),
+                Inputs::Tokens(t) => vec![t],
+                Inputs::TokenLists(l) => l,
+                Inputs::Other(_) => return Err(ApiError::invalid(
+                    "`input` must be a string, an array of strings, an array of token ids or an \
+                     array of arrays of token ids",
+                )),
+            };
+        // The first use builds the 100k-entry table: off the async workers.
+        let decoded = tokio::task::spawn_blocking(move || {
+            let bpe = tiktoken_rs::cl100k_base_singleton();
+            lists
+                .into_iter()
+                .enumerate()
+                .map(|(i, tokens)| {
+                    bpe.decode(tokens).map_err(|_| {
+                        format!(
+                            "input {i}: the token ids are not valid `cl100k_base` tokens of UTF-8 text"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<String>, String>>()
+        })
+        .await
+        .map_err(|e| aistack_core::Error::internal("the token decoding task failed", e))?;
+        decoded.map_err(ApiError::invalid)
     }
 }
 
 /// `POST /v1/embeddings` request (OpenAI-compatible).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EmbeddingsRequest {
-    /// A text or an array of texts.
+    /// A text, an array of texts, or token ids (`cl100k_base`) of one or several texts.
     pub input: Inputs,
     /// The model: the served model's id or its short name.
     pub model: Option<String>,
     /// `float` (default) or `base64` (little-endian f32).
+    #[schema(pattern = "^(float|base64)$")]
     pub encoding_format: Option<String>,
     /// Must equal the model's dimensions if given.
+    #[schema(minimum = 1)]
     pub dimensions: Option<u64>,
     /// Accepted and ignored (OpenAI's end-user id).
     #[allow(dead_code)]
@@ -81,8 +120,17 @@ pub struct EmbeddingItem {
     /// Position of the input.
     pub index: usize,
     /// A float array, or a base64 string of little-endian f32 when asked for.
-    #[schema(value_type = Object)]
-    pub embedding: Value,
+    pub embedding: Embedding,
+}
+
+/// An embedding as the client asked for it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Embedding {
+    /// `encoding_format: float`: the numbers.
+    Float(Vec<f32>),
+    /// `encoding_format: base64`: little-endian f32 bytes, base64-encoded.
+    Base64(String),
 }
 
 /// Token counts of a request.
@@ -122,7 +170,7 @@ pub async fn embeddings(
     State(app): State<Arc<AppState>>,
     ApiJson(req): ApiJson<EmbeddingsRequest>,
 ) -> ApiResult<Json<EmbeddingsResponse>> {
-    let texts = req.input.into_texts("input")?;
+    let texts = req.input.into_openai_texts().await?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -167,9 +215,9 @@ pub async fn embeddings(
             index,
             embedding: if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Embedding::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                Value::from(v)
+                Embedding::Float(v)
             },
         })
         .collect();
@@ -189,7 +237,7 @@ pub async fn embeddings(
 pub struct TeiEmbedRequest {
     /// A text or an array of texts.
     pub inputs: Inputs,
-    /// L2-normalize (default true). `false` is refused for models that always normalize.
+    /// L2-normalize (default true); `false` returns the pooled vectors as the model computes them.
     #[serde(default = "yes")]
     pub normalize: bool,
     /// Truncate over-long inputs (default false: they are refused, as TEI does).
@@ -212,11 +260,6 @@ pub async fn tei_embed(
     let texts = req.inputs.into_texts("inputs")?;
     let embedder = app.engine.embedder()?;
     let info = embedder.info();
-    if !req.normalize && info.normalize {
-        return Err(ApiError::invalid(
-            "normalize=false is not available: this model's pipeline normalizes its embeddings",
-        ));
-    }
     if !req.truncate {
         let counts = embedder.count_tokens(&texts)?;
         // count_tokens counts after truncation, so reaching the limit means the input was cut.
@@ -227,7 +270,11 @@ pub async fn tei_embed(
             )));
         }
     }
-    let mut vectors = embedder.embed(&texts, InputKind::Plain).await?;
+    let mut vectors = if req.normalize {
+        embedder.embed(&texts, InputKind::Plain).await?
+    } else {
+        embedder.embed_pooled(&texts, InputKind::Plain).await?
+    };
     if req.normalize && !info.normalize {
         vectors
             .iter_mut()
@@ -240,11 +287,14 @@ pub async fn tei_embed(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollection {
-    /// 1 to 64 ASCII letters, digits, `_` or `-`.
+    /// 1 to 64 ASCII letters, digits, `_` or `-`, starting with a letter or digit.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     pub name: String,
     /// Vector dimensions; defaults to the model's.
+    #[schema(minimum = 1, maximum = 65536)]
     pub dims: Option<usize>,
     /// `cosine` (default), `dot` or `l2`.
+    #[schema(pattern = "^(cosine|dot|l2)$")]
     pub metric: Option<String>,
 }
 
@@ -281,7 +331,8 @@ pub struct CollectionList {
 
 /// Lists collections.
 #[utoipa::path(get, path = "/v1/collections",
-    responses((status = 200, body = CollectionList), (status = "5XX", body = ErrorBody)))]
+    responses((status = 200, body = CollectionList), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
 pub async fn list_collections(State(app): State<Arc<AppState>>) -> ApiResult<Json<CollectionList>> {
     let collections = app.store.list_collections().await?;
     Ok(Json(CollectionList {
@@ -310,7 +361,7 @@ pub async fn create_collection(
 
 /// One collection.
 #[utoipa::path(get, path = "/v1/collections/{name}",
-    params(("name" = String, Path, description = "collection name")),
+    params(("name" = String, Path, description = "collection name", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")),
     responses((status = 200, body = CollectionView), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 pub async fn get_collection(
@@ -332,7 +383,7 @@ pub struct Deleted {
 
 /// Drops a collection and everything in it; 404 if there is none.
 #[utoipa::path(delete, path = "/v1/collections/{name}",
-    params(("name" = String, Path, description = "collection name")),
+    params(("name" = String, Path, description = "collection name", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")),
     responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 pub async fn drop_collection(
@@ -357,8 +408,10 @@ pub async fn drop_collection(
 #[serde(deny_unknown_fields)]
 pub struct DocumentIn {
     /// Unique within the collection; re-sending an id replaces that document.
+    #[schema(min_length = 1, max_length = 400)]
     pub id: String,
-    /// The text; it is split into chunks that fit the model.
+    /// The text (not blank); it is split into chunks that fit the model.
+    #[schema(min_length = 1, pattern = "\\S")]
     pub text: String,
     /// Filterable metadata (keys starting with `_` are reserved).
     #[serde(default)]
@@ -371,6 +424,7 @@ pub struct DocumentIn {
 #[serde(deny_unknown_fields)]
 pub struct IngestRequest {
     /// The documents; all are checked before any is written.
+    #[schema(min_items = 1)]
     pub documents: Vec<DocumentIn>,
 }
 
@@ -388,7 +442,7 @@ pub struct IngestResult {
 /// Chunks, embeds and upserts documents (idempotent by id). The collection is created (cosine,
 /// the model's dimensions) if it does not exist.
 #[utoipa::path(post, path = "/v1/collections/{name}/documents", request_body = IngestRequest,
-    params(("name" = String, Path, description = "collection name")),
+    params(("name" = String, Path, description = "collection name", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")),
     responses((status = 200, body = IngestResult), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 pub async fn ingest(
@@ -440,8 +494,8 @@ pub async fn ingest(
 
 /// Deletes a document's chunks; 404 if the collection has none for that id.
 #[utoipa::path(delete, path = "/v1/collections/{name}/documents/{id}",
-    params(("name" = String, Path, description = "collection name"),
-           ("id" = String, Path, description = "document id")),
+    params(("name" = String, Path, description = "collection name", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
+           ("id" = String, Path, description = "document id", min_length = 1, max_length = 400)),
     responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 pub async fn delete_document(
@@ -467,10 +521,13 @@ pub async fn delete_document(
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
     /// Text to search for (embedded as a query).
+    #[schema(min_length = 1, pattern = "\\S")]
     pub query: Option<String>,
     /// A query vector with the collection's dimensions.
+    #[schema(min_items = 1)]
     pub vector: Option<Vec<f32>>,
-    /// Hits wanted (default 10).
+    /// Hits wanted (default 10; at most `server.max_search_k`).
+    #[schema(minimum = 1)]
     pub k: Option<usize>,
     /// A metadata filter in the JSON filter language (`$eq`, `$in`, `$and`, ...).
     #[schema(value_type = Object)]
@@ -516,7 +573,7 @@ pub struct SearchResult {
 
 /// Searches a collection by text or by vector.
 #[utoipa::path(post, path = "/v1/collections/{name}/search", request_body = SearchBody,
-    params(("name" = String, Path, description = "collection name")),
+    params(("name" = String, Path, description = "collection name", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")),
     responses((status = 200, body = SearchResult), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 pub async fn search(

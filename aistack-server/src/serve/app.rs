@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::Response as HttpResponse;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -15,9 +16,10 @@ use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing::Level;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::auth::{ApiKeys, RequireKey};
 use super::error::ApiError;
@@ -90,6 +92,58 @@ fn public_paths(app: &AppState) -> Vec<&'static str> {
     p
 }
 
+/// The span of one request. It carries the request id, and continues the caller's trace when
+/// the request has a W3C `traceparent` (for OpenTelemetry export).
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
+        otel.kind = "server",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %id,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Logs the response (as tower-http does) and records its status on the request span.
+#[derive(Clone)]
+struct RecordStatus(DefaultOnResponse);
+
+impl<B> OnResponse<B> for RecordStatus {
+    fn on_response(self, res: &HttpResponse<B>, latency: Duration, span: &tracing::Span) {
+        span.record("http.response.status_code", res.status().as_u16());
+        if res.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.0.on_response(res, latency, span);
+    }
+}
+
+/// Reads W3C trace context from request headers.
+struct HeaderExtractor<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
 /// The whole application: every route with every layer.
 pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
     let s = &app.settings.server;
@@ -133,15 +187,8 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
         ))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let id = req
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .make_span_with(request_span)
+                .on_response(RecordStatus(DefaultOnResponse::new().level(Level::INFO))),
         )
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,

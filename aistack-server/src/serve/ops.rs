@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aistack_core::config::ServerSettings;
 use aistack_core::embed::ModelState;
 use aistack_core::resilience::BreakerSnapshot;
 use axum::extract::State;
@@ -154,33 +155,103 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         api::search, health, metrics, openapi_json
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&BearerAuth)
+    modifiers(&ErrorResponses)
 )]
 pub struct ApiDoc;
 
-struct BearerAuth;
+/// Adds the errors every API route can answer: 413 and 415 for bodies, 429 and 503 for load.
+struct ErrorResponses;
 
-impl utoipa::Modify for BearerAuth {
+impl utoipa::Modify for ErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") && path != "/embed" {
+                continue;
+            }
+            for op in operations(item) {
+                add_error(op, "429", "overloaded: retry after `Retry-After` seconds");
+                add_error(op, "503", "not ready, or the request timed out");
+            }
+        }
+    }
+}
+
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        item.get.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.put.as_mut(),
+        item.patch.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn add_error(op: &mut utoipa::openapi::path::Operation, status: &str, description: &str) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let response = ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    op.responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| response.into());
+}
+
+/// The OpenAPI document as this server is configured: with API keys, a bearer scheme on every
+/// route that needs one (documenting its 401) and none on the public ones.
+pub fn openapi_document(settings: &ServerSettings) -> String {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    let mut doc = ApiDoc::openapi();
+    if settings.api_key_file.is_some() {
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "api_key",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        doc.security = Some(vec![SecurityRequirement::new(
             "api_key",
             Vec::<String>::new(),
         )]);
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let public = (path == "/health" && settings.public_health)
+                || (path == "/metrics" && settings.public_metrics);
+            for op in operations(item) {
+                if public {
+                    op.security = Some(Vec::new());
+                } else {
+                    add_error(
+                        op,
+                        "401",
+                        "no valid API key (`Authorization: Bearer <key>`)",
+                    );
+                }
+            }
+        }
     }
+    doc.to_json().unwrap_or_else(|_| "{}".into())
 }
 
 /// The OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI document")))]
-pub async fn openapi_json() -> Response {
-    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()));
-    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
+pub async fn openapi_json(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        app.openapi.clone(),
+    )
+        .into_response()
 }
 
 /// A self-contained API page (no CDN): it reads `/openapi.json` and lists every route.

@@ -29,6 +29,8 @@ pub struct AppState {
     pub shared_store: bool,
     /// The PostgreSQL store under `store`, for pool figures.
     pub pg: Option<Arc<PgVectorStore>>,
+    /// The OpenAPI document for this configuration, served at `/openapi.json`.
+    pub openapi: String,
     ingestor: OnceCell<Arc<Ingestor>>,
 }
 
@@ -42,6 +44,7 @@ impl AppState {
         shared_store: bool,
     ) -> Self {
         Self {
+            openapi: super::ops::openapi_document(&settings.server),
             engine,
             store,
             breakers,
