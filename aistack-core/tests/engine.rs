@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aistack_core::config::{CacheSettings, EmbedSettings};
 use aistack_core::embed::{
-    Embedder, EmbeddingEngine, InputKind, ModelFiles, ModelState, SentenceModel,
+    Embedder, EmbeddingEngine, InputKind, ModelFiles, ModelState, Norm, SentenceModel,
 };
 use aistack_core::ErrorKind;
 use common::{cosine, model_dir, reference};
@@ -384,4 +384,48 @@ async fn batched_results_equal_unbatched_results() {
         batches < 40,
         "40 concurrent requests ran in {batches} forward passes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_number_of_texts_embed_into_one_buffer_in_order() {
+    let e = ready(settings(), CacheSettings::default()).await;
+    let r = reference();
+    // More texts than one request may carry (32), in groups of 7.
+    let all: Vec<String> = r[..75].iter().map(|x| x.text.clone()).collect();
+    let flat = e
+        .embed_all_flat(&all, InputKind::Plain, Norm::Model, 7)
+        .await
+        .unwrap();
+    let dims = e.info().dims;
+    assert_eq!(flat.len(), 75 * dims);
+    for (i, row) in flat.chunks(dims).enumerate() {
+        assert!(cosine(row, &r[i].embedding) >= 0.9999, "row {i}");
+    }
+    // Pooled vectors keep the direction but not the unit length; Unit restores it.
+    let pooled = e
+        .embed_with(&all[..2], InputKind::Plain, Norm::Pooled)
+        .await
+        .unwrap();
+    let unit = e
+        .embed_with(&all[..2], InputKind::Plain, Norm::Unit)
+        .await
+        .unwrap();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm(&pooled[0]) - 1.0).abs() > 0.05);
+    assert!((norm(&unit[0]) - 1.0).abs() < 1e-4);
+    assert!(cosine(&pooled[1], &r[1].embedding) >= 0.9999);
+    // One bad text fails the whole call with the input error.
+    let mut bad = all.clone();
+    bad[40] = String::new();
+    let err = e
+        .embed_all_flat(&bad, InputKind::Plain, Norm::Model, 32)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // Nothing in, nothing out.
+    assert!(e
+        .embed_all_flat(&[], InputKind::Plain, Norm::Model, 32)
+        .await
+        .unwrap()
+        .is_empty());
 }

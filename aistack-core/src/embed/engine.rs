@@ -169,6 +169,21 @@ impl EmbeddingEngine {
     }
 }
 
+/// How returned vectors are normalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    /// As the model's pipeline defines (L2-normalized when it ends with a Normalize step).
+    Model,
+    /// Always L2-normalized.
+    Unit,
+    /// The pooled vectors before any normalization (TEI's `normalize=false`).
+    Pooled,
+}
+
+/// Groups of [`ModelEmbedder::embed_all_flat`] in flight at once: enough for the batcher to pack
+/// full forward passes, few enough to leave admission to other callers.
+const GROUPS_IN_FLIGHT: usize = 4;
+
 /// Cache key: the model, the prefix applied and the text. Hashing borrows; no allocation on
 /// lookup beyond the key's own strings.
 #[derive(Clone, PartialEq, Eq)]
@@ -306,19 +321,70 @@ impl ModelEmbedder {
         }
     }
 
-    /// The pooled vectors before the model's normalization step (what TEI returns for
-    /// `normalize=false`); for models that do not normalize, the same as [`Embedder::embed`].
-    pub async fn embed_pooled(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
-        self.embed_timed(texts, kind, false).await
-    }
-
-    async fn embed_timed(
+    /// Embeds `texts` with the output `norm` asks for, one vector per text.
+    pub async fn embed_with(
         &self,
         texts: &[String],
         kind: InputKind,
-        normalized: bool,
+        norm: Norm,
     ) -> Result<Vec<Vec<f32>>> {
-        match tokio::time::timeout(self.timeout, self.embed_inner(texts, kind, normalized)).await {
+        let rows = self.timed(self.embed_inner(texts, kind)).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let mut v = r.to_vec();
+                self.finish(&mut v, norm);
+                v
+            })
+            .collect())
+    }
+
+    /// Embeds any number of texts into one row-major buffer (`texts.len() × dims`), sending
+    /// them through the batcher in groups of at most `group` (capped at the per-request input
+    /// limit), a few groups at a time. For library callers; the buffer is the only copy made.
+    pub async fn embed_all_flat(
+        &self,
+        texts: &[String],
+        kind: InputKind,
+        norm: Norm,
+        group: usize,
+    ) -> Result<Vec<f32>> {
+        use futures::stream::{StreamExt, TryStreamExt};
+        let group = group.clamp(1, self.limits.max_inputs);
+        let dims = self.info.dims;
+        let mut out = vec![0f32; texts.len() * dims];
+        // The futures are made up front (they are lazy) so the stream's type names no closure.
+        let work: Vec<_> = texts
+            .chunks(group)
+            .map(|g| self.timed(self.embed_inner(g, kind)))
+            .collect();
+        let mut groups = futures::stream::iter(work).buffered(GROUPS_IN_FLIGHT);
+        let mut row = 0;
+        while let Some(rows) = groups.try_next().await? {
+            for r in rows {
+                let dst = &mut out[row * dims..(row + 1) * dims];
+                dst.copy_from_slice(&r);
+                self.finish(dst, norm);
+                row += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `norm` to one pooled vector.
+    fn finish(&self, v: &mut [f32], norm: Norm) {
+        let unit = match norm {
+            Norm::Model => self.info.normalize,
+            Norm::Unit => true,
+            Norm::Pooled => false,
+        };
+        if unit {
+            super::model::normalize(v);
+        }
+    }
+
+    async fn timed<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
                 what: "embedding request".into(),
@@ -327,14 +393,9 @@ impl ModelEmbedder {
         }
     }
 
-    /// Embeds through the cache and the batcher. The cache and the batcher hold pooled vectors;
-    /// `normalized` applies the model's normalization to the copies returned.
-    async fn embed_inner(
-        &self,
-        texts: &[String],
-        kind: InputKind,
-        normalized: bool,
-    ) -> Result<Vec<Vec<f32>>> {
+    /// Embeds through the cache and the batcher, which hold pooled vectors (before any
+    /// normalization); callers shape the output with [`Norm`].
+    async fn embed_inner(&self, texts: &[String], kind: InputKind) -> Result<Vec<Arc<[f32]>>> {
         self.limits.check(texts)?;
         let admission = self.batcher.admit()?;
         let prefix = match kind {
@@ -395,17 +456,9 @@ impl ModelEmbedder {
                 }
             }
         }
-        let normalize = normalized && self.info.normalize;
         out.into_iter()
             .map(|v| {
-                v.map(|v| {
-                    let mut v = v.to_vec();
-                    if normalize {
-                        super::model::normalize(&mut v);
-                    }
-                    v
-                })
-                .ok_or_else(|| Error::Internal {
+                v.ok_or_else(|| Error::Internal {
                     context: "an embedding was missing from a batch result".into(),
                     source: None,
                 })
@@ -437,6 +490,6 @@ impl Embedder for ModelEmbedder {
     }
 
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
-        self.embed_timed(texts, kind, true).await
+        self.embed_with(texts, kind, Norm::Model).await
     }
 }

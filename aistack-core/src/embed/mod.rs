@@ -12,7 +12,7 @@ mod validate;
 use async_trait::async_trait;
 
 pub use batcher::{Admission, BatchCompute, Batcher, BatcherConfig, BatcherStats};
-pub use engine::{EmbeddingEngine, EngineStats, ModelEmbedder, ModelState};
+pub use engine::{EmbeddingEngine, EngineStats, ModelEmbedder, ModelState, Norm};
 pub use model::{normalize, ModelInfo, Pooling, SentenceModel};
 pub use source::{ModelFiles, ModelSource};
 pub use validate::InputLimits;

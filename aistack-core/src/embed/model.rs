@@ -70,6 +70,10 @@ pub struct SentenceModel {
     info: ModelInfo,
     pad_id: u32,
     device: Device,
+    /// The model's own compute threads. Candle's parallel kernels run on the rayon pool they are
+    /// called from; a pool per model (rather than rayon's process-global one) means a process
+    /// forked after inference can load a new model and compute without dead worker threads.
+    pool: rayon::ThreadPool,
 }
 
 impl std::fmt::Debug for SentenceModel {
@@ -191,6 +195,11 @@ impl SentenceModel {
                 .cloned()
                 .filter(|p| !p.is_empty()),
         };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(candle_core::utils::get_num_threads())
+            .thread_name(|i| format!("aistack-compute-{i}"))
+            .build()
+            .map_err(|e| Error::model("cannot start the compute threads", e))?;
         let model = Self {
             bert,
             tokenizer,
@@ -198,6 +207,7 @@ impl SentenceModel {
             info,
             pad_id,
             device,
+            pool,
         };
         // One tiny forward pass proves the weights run before the model is reported ready.
         let probe = model.tokenize(&["ready"])?;
@@ -289,7 +299,9 @@ impl SentenceModel {
             };
             pooled.to_vec2::<f32>()
         };
-        run().map_err(|e| Error::model("forward pass failed", e))
+        self.pool
+            .install(run)
+            .map_err(|e| Error::model("forward pass failed", e))
     }
 }
 

@@ -7,6 +7,7 @@
 //! Each chunk's metadata is the document's, plus the reserved keys `_doc`, `_chunk` and `_text`.
 
 mod chunk;
+mod collection;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 pub use chunk::{chunk_text, Chunk, ChunkConfig};
+pub use collection::{TextCollection, TextHit, TextRecord};
 
 use crate::cache::{Cache, CacheBound, CacheConfig, CacheStats, Epochs};
 use crate::embed::{Embedder, InputKind};

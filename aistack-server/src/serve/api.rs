@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aistack_core::embed::{Embedder, InputKind};
+use aistack_core::embed::{Embedder, InputKind, Norm};
 use aistack_core::ingest::{DocHit, Document};
 use aistack_core::store::{CollectionInfo, CollectionSpec, Metric};
 use axum::extract::{FromRequest, FromRequestParts, State};
@@ -270,17 +270,14 @@ pub async fn tei_embed(
             )));
         }
     }
-    let mut vectors = if req.normalize {
-        embedder.embed(&texts, InputKind::Plain).await?
+    let norm = if req.normalize {
+        Norm::Unit
     } else {
-        embedder.embed_pooled(&texts, InputKind::Plain).await?
+        Norm::Pooled
     };
-    if req.normalize && !info.normalize {
-        vectors
-            .iter_mut()
-            .for_each(|v| aistack_core::embed::normalize(v));
-    }
-    Ok(Json(vectors))
+    Ok(Json(
+        embedder.embed_with(&texts, InputKind::Plain, norm).await?,
+    ))
 }
 
 /// `POST /v1/collections` request.
