@@ -26,7 +26,7 @@ def main():
     model_dir = subprocess.check_output([ROOT / "scripts/ensure-model"], text=True).strip()
     sentences = [json.loads(l) for l in (ROOT / "benches/data/sentences.jsonl").open()]
 
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), AISTACK_BENCH_MODEL=model_dir)
+    env = dict(os.environ, AISTACK__EMBED__THREADS=str(args.threads), AISTACK_BENCH_MODEL=model_dir)
     subprocess.check_call(
         ["cargo", "build", "--quiet", "--release", "-p", "aistack-benches", "--bin", "embed-rate"],
         cwd=ROOT,
@@ -38,6 +38,7 @@ def main():
         )
         ours.append(json.loads(out.strip().splitlines()[-1]))
 
+    started = time.perf_counter()
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -45,6 +46,7 @@ def main():
     model = SentenceTransformer(model_dir, device="cpu")
     model.max_seq_length = 256
     model.encode(["warm up"], normalize_embeddings=True)
+    st_cold_start_ms = (time.perf_counter() - started) * 1e3
     theirs = []
     for _ in range(args.repeat):
         t = time.perf_counter()
@@ -65,12 +67,26 @@ def main():
         "aistack": {k: round(best(ours, k), 1) for k in ("batch32_per_s", "batch1_per_s")},
         "sentence_transformers": {k: round(best(theirs, k), 1) for k in ("batch32_per_s", "batch1_per_s")},
         "aistack_cold_start_ms": round(min(r["cold_start_ms"] for r in ours), 1),
+        "aistack_rss_mib": ours[-1]["rss_mib"],
+        "aistack_peak_rss_mib": max(r["peak_rss_mib"] for r in ours),
+        # From `import torch` to the first embedding (the interpreter's own start not counted).
+        "st_cold_start_ms": round(st_cold_start_ms, 1),
+        "st_rss_mib": status_mib("VmRSS:"),
+        "st_peak_rss_mib": status_mib("VmHWM:"),
     }
     report["ratio"] = {
         k: round(report["aistack"][k] / report["sentence_transformers"][k], 2)
         for k in ("batch32_per_s", "batch1_per_s")
     }
     print(json.dumps(report, indent=2))
+
+
+def status_mib(key):
+    """A memory figure of this process from /proc/self/status, in MiB."""
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
 
 
 if __name__ == "__main__":

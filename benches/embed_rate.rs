@@ -1,7 +1,8 @@
 //! Embedding throughput on the 2,000-sentence corpus, in-process through the public API, printed
 //! as one JSON object. `benches/compare_st.py` runs it beside sentence-transformers.
 //!
-//! Usage: `embed-rate [--batch-one N]` (N sentences for the batch-1 rate, default 300).
+//! Usage: `embed-rate [--batch-one N]` (N sentences for the batch-1 rate, default 300); threads
+//! from `AISTACK__EMBED__THREADS`.
 
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,14 @@ async fn main() {
         .map(|v| v.parse::<usize>().expect("--batch-one takes a number"))
         .unwrap_or(300);
     let started = Instant::now();
+    // Compute threads as the library reads them from its environment (0: one per core).
+    let threads: usize = std::env::var("AISTACK__EMBED__THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let settings = EmbedSettings {
         model: model_dir(),
+        threads,
         ..EmbedSettings::default()
     };
     let cache = CacheSettings {
@@ -57,7 +64,10 @@ async fn main() {
     }
     let batch1 = n as f64 / t.elapsed().as_secs_f64();
 
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
+    let threads = match threads {
+        0 => "all cores".to_string(),
+        n => n.to_string(),
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -68,6 +78,21 @@ async fn main() {
             "batch1_per_s": batch1,
             "batch1_sentences": n,
             "cold_start_ms": cold_start_ms,
+            "rss_mib": status_mib("VmRSS:"),
+            "peak_rss_mib": status_mib("VmHWM:"),
         })
     );
+}
+
+/// A memory figure of this process from `/proc/self/status`, in MiB (Linux; `null` elsewhere).
+fn status_mib(key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kib: f64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
 }

@@ -46,7 +46,7 @@ def main():
     n = sum(1 for _ in corpus.open())
     env = dict(
         os.environ,
-        RAYON_NUM_THREADS=str(args.threads),
+        AISTACK__EMBED__THREADS=str(args.threads),
         AISTACK_BENCH_MODEL=model_dir,
         AISTACK__CACHE__EMBEDDINGS_MAX_BYTES="0",
     )
@@ -55,25 +55,15 @@ def main():
         cwd=ROOT,
     )
 
-    def rust(candle_threads):
-        e = dict(env)
-        if candle_threads:
-            e["CANDLE_NUM_THREADS"] = candle_threads
-        else:
-            e.pop("CANDLE_NUM_THREADS", None)
-        runs = []
-        for _ in range(args.repeat):
-            out = subprocess.check_output(
-                [ROOT / "target/release/embed-rate", "--batch-one", "1"], env=e, text=True
-            )
-            runs.append(json.loads(out.strip().splitlines()[-1])["batch32_per_s"])
-        return max(runs)
+    runs = []
+    for _ in range(args.repeat):
+        out = subprocess.check_output(
+            [ROOT / "target/release/embed-rate", "--batch-one", "1"], env=env, text=True
+        )
+        runs.append(json.loads(out.strip().splitlines()[-1])["batch32_per_s"])
 
     report = {"threads": args.threads, "sentences": n}
-    # The Python package runs candle's elementwise kernels inline (CANDLE_NUM_THREADS=1, for
-    # fork safety): the Rust figure is taken both ways.
-    report["rust_in_process_per_s"] = round(rust(None), 1)
-    report["rust_in_process_candle1_per_s"] = round(rust("1"), 1)
+    report["rust_in_process_per_s"] = round(max(runs), 1)
     out = subprocess.check_output(
         [sys.executable, "-c", PY_BENCH, str(corpus), model_dir, str(args.repeat)],
         env=env,

@@ -170,6 +170,8 @@ pub struct EmbedSettings {
     pub request_timeout_ms: u64,
     /// Attempts at loading (downloading) the model before the engine reports `Failed`.
     pub load_attempts: u32,
+    /// Compute threads of the model; `0` means one per core.
+    pub threads: usize,
 }
 
 impl Default for EmbedSettings {
@@ -186,6 +188,7 @@ impl Default for EmbedSettings {
             max_concurrent_requests: 512,
             request_timeout_ms: 30_000,
             load_attempts: 5,
+            threads: 0,
         }
     }
 }
@@ -336,6 +339,12 @@ impl Settings {
         positive("embed.max_batch_requests", e.max_batch_requests)?;
         positive("embed.max_concurrent_requests", e.max_concurrent_requests)?;
         positive("embed.load_attempts", e.load_attempts as usize)?;
+        if e.threads > 1024 {
+            return Err(Error::config(
+                "embed.threads",
+                format!("{} is more threads than any machine has cores", e.threads),
+            ));
+        }
         if e.max_batch_tokens < 512 {
             return Err(Error::config(
                 "embed.max_batch_tokens",
@@ -554,6 +563,7 @@ mod tests {
             ("[log]\notlp_endpoint = \"http://\"\n", "log.otlp_endpoint"),
             ("[log]\notlp_sample_ratio = 1.5\n", "log.otlp_sample_ratio"),
             ("[log]\notlp_sample_ratio = nan\n", "log.otlp_sample_ratio"),
+            ("[embed]\nthreads = 5000\n", "embed.threads"),
         ] {
             std::fs::write(&base, toml).unwrap();
             let err = Settings::load_with(Some(&base), Environment::Dev, no_vars()).unwrap_err();

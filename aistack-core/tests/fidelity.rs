@@ -1,5 +1,5 @@
-//! Our embeddings match sentence-transformers' for every reference line, alone and in padded
-//! batches mixed with long texts.
+//! Our embeddings match sentence-transformers' for every reference line, alone and in batches
+//! mixed with long texts, on one thread and on several.
 
 mod common;
 
@@ -44,7 +44,7 @@ fn every_reference_line_alone() {
 }
 
 #[test]
-fn every_reference_line_in_padded_batches_with_long_texts() {
+fn every_reference_line_in_batches_with_long_texts() {
     let m = load();
     let refs = reference();
     let long: Vec<usize> = (0..refs.len()).filter(|&i| refs[i].tokens >= 256).collect();
@@ -52,8 +52,8 @@ fn every_reference_line_in_padded_batches_with_long_texts() {
     let ids = m
         .tokenize(&refs.iter().map(|r| r.text.as_str()).collect::<Vec<_>>())
         .unwrap();
-    // Batches of 16 short texts, each with a 256-token text at its side so the short ones are
-    // padded far beyond their length.
+    // Batches of 16 short texts, each with a 256-token text at its side: the batch is split
+    // across threads by cost, so the short texts land beside and apart from the long one.
     let mut worst = 1.0f64;
     let short: Vec<usize> = (0..refs.len()).filter(|i| !long.contains(i)).collect();
     for (b, chunk) in short.chunks(16).enumerate() {
@@ -67,7 +67,46 @@ fn every_reference_line_in_padded_batches_with_long_texts() {
             assert!(c >= MIN_COSINE, "line {i} in batch {b}: cosine {c}");
         }
     }
-    eprintln!("worst cosine in padded batches: {worst}");
+    eprintln!("worst cosine in batches: {worst}");
+}
+
+#[test]
+fn thread_count_does_not_change_results() {
+    let files = ModelFiles::from_dir(&model_dir()).expect("model files");
+    let one = SentenceModel::load_with_threads("m", &files, 1).unwrap();
+    let three = SentenceModel::load_with_threads("m", &files, 3).unwrap();
+    assert_eq!((one.threads(), three.threads()), (1, 3));
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().take(40).map(|r| r.text.as_str()).collect();
+    let ids = one.tokenize(&texts).unwrap();
+    let batch: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+    let a = one.forward(&batch).unwrap();
+    let b = three.forward(&batch).unwrap();
+    // One sequence alone takes the every-core path of the matrix products.
+    let alone = three.forward(&batch[..1]).unwrap();
+    assert!(cosine(&alone[0], &a[0]) >= 0.999_999);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(cosine(x, y) >= 0.999_999, "sequence {i}");
+        assert!(cosine(x, &refs[i].embedding) >= MIN_COSINE, "sequence {i}");
+    }
+}
+
+#[test]
+fn token_sequences_the_model_cannot_take_are_refused() {
+    let m = load();
+    let ok = m.tokenize(&["fine"]).unwrap().remove(0);
+    let too_long = vec![101u32; 513];
+    let out_of_vocab = [101u32, 40_000, 102];
+    for bad in [&[][..], &too_long[..], &out_of_vocab[..]] {
+        let err = m.forward(&[ok.as_slice(), bad]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            aistack_core::error::ErrorKind::InvalidInput,
+            "{err}"
+        );
+    }
+    assert_eq!(m.forward(&[]).unwrap().len(), 0);
+    assert_eq!(m.forward(&[ok.as_slice()]).unwrap()[0].len(), 384);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

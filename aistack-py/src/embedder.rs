@@ -106,7 +106,7 @@ static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 impl Embedder {
     /// Starts loading `model` (a local directory or a Hugging Face id) in the background.
     #[new]
-    #[pyo3(signature = (model, *, revision=None, config=None, query_prefix=None, passage_prefix=None, max_batch_tokens=None))]
+    #[pyo3(signature = (model, *, revision=None, config=None, query_prefix=None, passage_prefix=None, max_batch_tokens=None, threads=None))]
     fn new(
         model: String,
         revision: Option<String>,
@@ -114,6 +114,7 @@ impl Embedder {
         query_prefix: Option<String>,
         passage_prefix: Option<String>,
         max_batch_tokens: Option<usize>,
+        threads: Option<usize>,
     ) -> PyResult<Self> {
         let to_py = |e| Python::attach(|py| error_to_py(py, e));
         let mut settings = Settings::load(config.as_deref()).map_err(to_py)?;
@@ -129,6 +130,9 @@ impl Embedder {
         }
         if let Some(t) = max_batch_tokens {
             settings.embed.max_batch_tokens = t;
+        }
+        if let Some(t) = threads {
+            settings.embed.threads = t;
         }
         settings.validate().map_err(to_py)?;
         let engine = start(&settings)?;

@@ -99,6 +99,8 @@ def test_a_model_that_cannot_load_is_unavailable(tmp_path):
 
 
 def test_bad_configuration_is_a_config_error(monkeypatch):
+    with pytest.raises(aistack.ConfigError, match="embed.threads"):
+        aistack.Embedder(model_dir(), threads=100_000)
     monkeypatch.setenv("AISTACK__EMBED__MAX_BATCH_TOKENS", "0")
     with pytest.raises(aistack.ConfigError, match="max_batch_tokens"):
         aistack.Embedder(model_dir())

@@ -60,6 +60,7 @@ impl EmbeddingEngine {
         let spec = settings.model.clone();
         let revision = settings.revision.clone();
         let attempts = settings.load_attempts;
+        let threads = settings.threads;
         Self::start_with(settings, cache, move || async move {
             let source = ModelSource::parse(&spec, &revision)?;
             let policy = RetryPolicy {
@@ -70,9 +71,11 @@ impl EmbeddingEngine {
             };
             let files = ModelFiles::fetch(&source, &policy).await?;
             let id = spec.clone();
-            tokio::task::spawn_blocking(move || SentenceModel::load(&id, &files))
-                .await
-                .map_err(|e| Error::internal("the model loading task failed", e))?
+            tokio::task::spawn_blocking(move || {
+                SentenceModel::load_with_threads(&id, &files, threads)
+            })
+            .await
+            .map_err(|e| Error::internal("the model loading task failed", e))?
         })
     }
 

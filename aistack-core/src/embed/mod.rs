@@ -3,6 +3,7 @@
 //! serves it with validation, caching and batching.
 
 mod batcher;
+mod bert;
 mod engine;
 pub mod jsonl;
 mod model;

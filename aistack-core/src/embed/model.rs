@@ -1,12 +1,13 @@
 //! The candle backend: a BERT-family sentence-transformers model (all-MiniLM-L6-v2, bge-*, e5-*,
 //! gte-*) with its tokenizer, pooling and normalization, run on the CPU.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::bert::Config as BertConfig;
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use super::bert::Encoder;
 use super::source::{read_json, ModelFiles, ModuleEntry};
 use crate::error::{Error, Result};
 
@@ -63,17 +64,16 @@ struct StConfig {
 
 /// A loaded sentence-embedding model. Its methods block: run them off the async runtime.
 pub struct SentenceModel {
-    bert: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
     /// The same tokenizer without truncation, for chunking long texts.
     full_tokenizer: Tokenizer,
     info: ModelInfo,
-    pad_id: u32,
-    device: Device,
-    /// The model's own compute threads. Candle's parallel kernels run on the rayon pool they are
-    /// called from; a pool per model (rather than rayon's process-global one) means a process
-    /// forked after inference can load a new model and compute without dead worker threads.
+    /// The model's own compute threads. A pool per model (rather than rayon's process-global
+    /// one) means a process forked after inference can load a new model and compute without
+    /// dead worker threads.
     pool: rayon::ThreadPool,
+    threads: usize,
 }
 
 impl std::fmt::Debug for SentenceModel {
@@ -85,9 +85,18 @@ impl std::fmt::Debug for SentenceModel {
 }
 
 impl SentenceModel {
-    /// Loads the model from its files. Missing or corrupt files, or a config that doesn't match
-    /// the weights, give an error naming the file; never a panic.
+    /// Loads the model from its files, to compute on every core. Missing or corrupt files, or a
+    /// config that doesn't match the weights, give an error naming the file; never a panic.
     pub fn load(model_id: &str, files: &ModelFiles) -> Result<Self> {
+        Self::load_with_threads(model_id, files, 0)
+    }
+
+    /// Like [`SentenceModel::load`], computing on `threads` threads (0: one per core).
+    pub fn load_with_threads(model_id: &str, files: &ModelFiles, threads: usize) -> Result<Self> {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let config: BertConfig = read_json(&files.config)?;
         // RoBERTa-style encoders offset their positions differently: running them as BERT would
         // give wrong vectors silently, so anything but BERT is refused by name.
@@ -156,8 +165,6 @@ impl SentenceModel {
                 "tokenizer does not match the model config",
             ));
         }
-        let pad_id = config.pad_token_id as u32;
-
         let device = Device::Cpu;
         let bytes = std::fs::read(&files.weights)
             .map_err(|e| Error::io(files.weights.display().to_string(), e))?;
@@ -171,7 +178,7 @@ impl SentenceModel {
                     e,
                 )
             })?;
-        let bert = BertModel::load(vb, &config).map_err(|e| {
+        let encoder = Encoder::load(vb, &config).map_err(|e| {
             Error::model(
                 format!(
                     "the weights in {} do not match {}",
@@ -196,18 +203,17 @@ impl SentenceModel {
                 .filter(|p| !p.is_empty()),
         };
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(candle_core::utils::get_num_threads())
+            .num_threads(threads)
             .thread_name(|i| format!("aistack-compute-{i}"))
             .build()
             .map_err(|e| Error::model("cannot start the compute threads", e))?;
         let model = Self {
-            bert,
+            encoder,
             tokenizer,
             full_tokenizer,
             info,
-            pad_id,
-            device,
             pool,
+            threads,
         };
         // One tiny forward pass proves the weights run before the model is reported ready.
         let probe = model.tokenize(&["ready"])?;
@@ -258,8 +264,8 @@ impl SentenceModel {
         Ok(enc.get_offsets().iter().map(|&(a, b)| a..b).collect())
     }
 
-    /// Embeds a batch of token sequences in one forward pass, padding to the longest; padding
-    /// does not change any result. Vectors are normalized when the model's pipeline says so.
+    /// Embeds a batch of token sequences in one forward pass (packed, without padding); a
+    /// sequence's vector does not depend on the rest of the batch. Vectors are normalized when the model's pipeline says so.
     pub fn forward(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let mut out = self.forward_pooled(batch)?;
         if self.info.normalize {
@@ -275,33 +281,15 @@ impl SentenceModel {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let n = batch.len();
-        let len = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![self.pad_id; n * len];
-        let mut mask = vec![0u32; n * len];
-        for (i, seq) in batch.iter().enumerate() {
-            ids[i * len..i * len + seq.len()].copy_from_slice(seq);
-            mask[i * len..i * len + seq.len()].fill(1);
-        }
-        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
-            let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-            let types = ids.zeros_like()?;
-            let hidden = self.bert.forward(&ids, &types, Some(&mask))?;
-            let pooled = match self.info.pooling {
-                Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-                Pooling::Mean => {
-                    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
-                    let count = m.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-                    sum.broadcast_div(&count)?
-                }
-            };
-            pooled.to_vec2::<f32>()
-        };
-        self.pool
-            .install(run)
-            .map_err(|e| Error::model("forward pass failed", e))
+        self.pool.install(|| {
+            self.encoder
+                .forward_pooled(batch, self.info.pooling, self.threads)
+        })
+    }
+
+    /// Compute threads this model runs on.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 }
 

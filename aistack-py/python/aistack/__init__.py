@@ -7,14 +7,7 @@
 >>> col = store.get_or_create_collection("docs", embedder=emb)
 """
 
-import os as _os
-
-# Candle runs elementwise kernels on a process-global pool of spinning helper threads; after a
-# fork those threads do not exist and the child would spin forever. One candle thread keeps the
-# elementwise ops inline (matrix products still use every core), so a forked child can compute.
-_os.environ.setdefault("CANDLE_NUM_THREADS", "1")
-
-from ._errors import (  # noqa: E402
+from ._errors import (
     AistackError,
     ConfigError,
     Conflict,
@@ -24,7 +17,7 @@ from ._errors import (  # noqa: E402
     Timeout,
     Unavailable,
 )
-from ._native import Collection, Embedder, Hit, Record, VectorStore, __version__  # noqa: E402
+from ._native import Collection, Embedder, Hit, Record, VectorStore, __version__
 
 __all__ = [
     "AistackError",

@@ -28,6 +28,7 @@ class Embedder:
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
         max_batch_tokens: int | None = None,
+        threads: int | None = None,
     ) -> Embedder: ...
     @property
     def ready(self) -> bool: ...
