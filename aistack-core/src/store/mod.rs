@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use embedded::{AnnConfig, EmbeddedStore, IndexStatus};
+pub use embedded::{AnnConfig, EmbeddedStore, IndexPrecision, IndexStatus};
 pub use filter::Filter;
 pub use postgres::{PgConfig, PgVectorStore};
 pub use qdrant::{QdrantConfig, QdrantStore};

@@ -1,6 +1,7 @@
 //! The approximate-nearest-neighbour index of an embedded collection: an HNSW graph (usearch)
 //! keyed by record slot. It only proposes candidates; the collection rescores them with its
-//! exact f32 vectors, so scores are always exact and the index may store bf16.
+//! exact f32 vectors, so scores are always exact and the index may store a compact copy of
+//! each vector ([`IndexPrecision`]).
 //!
 //! A checkpoint is the index saved beside the log, with the log position it reflects
 //! (`ann.json` names the index file and the [`FramePos`]); opening loads it and re-indexes only
@@ -28,8 +29,8 @@ pub struct AnnConfig {
     pub expansion_add: usize,
     /// Minimum candidate list size while searching (HNSW `ef_search`).
     pub expansion_search: usize,
-    /// Store index vectors as bf16 (half the memory, faster); hits are rescored in f32 anyway.
-    pub bf16: bool,
+    /// How the index stores its copy of each vector; hits are rescored in f32 anyway.
+    pub precision: IndexPrecision,
     /// Collections with fewer live records than this are scanned exactly.
     pub exact_below: usize,
     /// Filtered searches use the index only when at least this share of records pass the
@@ -41,10 +42,10 @@ impl Default for AnnConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            connectivity: 16,
+            connectivity: 32,
             expansion_add: 128,
-            expansion_search: 64,
-            bf16: true,
+            expansion_search: 40,
+            precision: IndexPrecision::Auto,
             exact_below: 5_000,
             min_filter_share: 0.25,
         }
@@ -76,6 +77,47 @@ impl AnnConfig {
     }
 }
 
+/// How an HNSW index stores its vectors. Smaller copies mean less memory traffic per visited
+/// node, so faster searches; candidates are rescored with the exact f32 vectors either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexPrecision {
+    /// i8 for cosine collections, bf16 for dot and l2 (the measured best; docs/benchmarks.md).
+    #[default]
+    Auto,
+    /// Full f32 copies (4 bytes a dimension).
+    F32,
+    /// bfloat16 (2 bytes a dimension; keeps f32's range).
+    Bf16,
+    /// IEEE half (2 bytes a dimension; values beyond ±65,504 saturate).
+    F16,
+    /// 1 byte a dimension, each vector scaled to unit length first. It applies to cosine
+    /// collections only (the scaling would lose a dot or l2 vector's length); others use bf16.
+    I8,
+}
+
+impl IndexPrecision {
+    /// The scalar kind an index over `metric` uses under this setting.
+    fn scalar(self, metric: Metric) -> ScalarKind {
+        match (self, metric) {
+            (Self::Auto | Self::I8, Metric::Cosine) => ScalarKind::I8,
+            (Self::Auto | Self::I8 | Self::Bf16, _) => ScalarKind::BF16,
+            (Self::F32, _) => ScalarKind::F32,
+            (Self::F16, _) => ScalarKind::F16,
+        }
+    }
+}
+
+fn scalar_name(kind: ScalarKind) -> &'static str {
+    match kind {
+        ScalarKind::I8 => "i8",
+        ScalarKind::BF16 => "bf16",
+        ScalarKind::F16 => "f16",
+        ScalarKind::F32 => "f32",
+        _ => "other",
+    }
+}
+
 /// `ann.json`: which index file holds the checkpoint and what it reflects.
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpoint {
@@ -83,7 +125,8 @@ struct Checkpoint {
     pos: FramePos,
     count: usize,
     dims: usize,
-    bf16: bool,
+    /// The scalar kind the index stores (`i8`, `bf16`, `f16`, `f32`).
+    scalar: String,
     connectivity: usize,
 }
 
@@ -101,6 +144,8 @@ fn usearch_err(what: &str, e: impl std::fmt::Display) -> Error {
 pub struct Ann {
     index: RwLock<Index>,
     dims: usize,
+    /// The scalar kind stored, as the checkpoint names it.
+    scalar: &'static str,
     permits: Permits,
 }
 
@@ -164,11 +209,7 @@ fn options(dims: usize, metric: Metric, cfg: &AnnConfig) -> IndexOptions {
             Metric::L2 => MetricKind::L2sq,
         },
         // Set explicitly: usearch's default options are cosine over bf16.
-        quantization: if cfg.bf16 {
-            ScalarKind::BF16
-        } else {
-            ScalarKind::F32
-        },
+        quantization: cfg.precision.scalar(metric),
         connectivity: cfg.connectivity,
         expansion_add: cfg.expansion_add,
         expansion_search: cfg.expansion_search,
@@ -191,6 +232,7 @@ impl Ann {
         Ok(Self {
             index: RwLock::new(index),
             dims,
+            scalar: scalar_name(cfg.precision.scalar(metric)),
             permits: Permits::new(contexts()),
         })
     }
@@ -328,7 +370,7 @@ impl Ann {
             pos,
             count,
             dims: self.dims,
-            bf16: cfg.bf16,
+            scalar: self.scalar.to_string(),
             connectivity: cfg.connectivity,
         };
         let tmp = dir.join("ann.json.tmp");
@@ -357,7 +399,8 @@ impl Ann {
         cfg: &AnnConfig,
     ) -> Option<(Self, FramePos)> {
         let cp = read_checkpoint(dir)?;
-        if cp.dims != dims || cp.bf16 != cfg.bf16 || cp.connectivity != cfg.connectivity {
+        let scalar = scalar_name(cfg.precision.scalar(metric));
+        if cp.dims != dims || cp.scalar != scalar || cp.connectivity != cfg.connectivity {
             return None;
         }
         let path: PathBuf = dir.join(&cp.file);
@@ -384,6 +427,7 @@ impl Ann {
             Self {
                 index: RwLock::new(index),
                 dims,
+                scalar,
                 permits: Permits::new(contexts()),
             },
             cp.pos,
@@ -445,6 +489,33 @@ mod tests {
     }
 
     #[test]
+    fn i8_applies_to_cosine_only() {
+        use IndexPrecision::*;
+        assert_eq!(Auto.scalar(Metric::Cosine), ScalarKind::I8);
+        assert_eq!(I8.scalar(Metric::Cosine), ScalarKind::I8);
+        for metric in [Metric::Dot, Metric::L2] {
+            assert_eq!(Auto.scalar(metric), ScalarKind::BF16);
+            assert_eq!(I8.scalar(metric), ScalarKind::BF16);
+        }
+        assert_eq!(F16.scalar(Metric::Cosine), ScalarKind::F16);
+        assert_eq!(F32.scalar(Metric::Dot), ScalarKind::F32);
+        // A dot index keeps vector lengths: for the query u, 3u > 2u > 1.5u > u, which an i8
+        // copy (each vector scaled to unit length first) could not tell apart.
+        let cfg = AnnConfig {
+            precision: I8,
+            ..AnnConfig::default()
+        };
+        let ann = Ann::new(16, Metric::Dot, &cfg, 10).unwrap();
+        let mut vs: Vec<Vec<f32>> = (0..500).map(|i| unit(i, 16)).collect();
+        for (slot, scale) in [(1, 3.0), (2, 2.0), (3, 1.5)] {
+            vs[slot] = vs[0].iter().map(|x| scale * x).collect();
+        }
+        let items: Vec<(usize, &[f32])> = vs.iter().enumerate().map(|(i, v)| (i, &v[..])).collect();
+        ann.upsert(&items).unwrap();
+        assert_eq!(ann.search(&vs[0], 4, None).unwrap(), vec![1, 2, 3, 0]);
+    }
+
+    #[test]
     fn checkpoints_round_trip_and_mismatches_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = AnnConfig::default();
@@ -465,10 +536,16 @@ mod tests {
         assert_eq!(files, 2, "ann.json and one index file");
         // Other settings or dimensions: no checkpoint.
         let other = AnnConfig {
-            bf16: false,
+            precision: IndexPrecision::F32,
             ..cfg.clone()
         };
         assert!(Ann::load(dir.path(), 8, Metric::L2, &other).is_none());
+        // For l2, `auto` and `i8` both mean bf16: the same checkpoint serves.
+        let i8 = AnnConfig {
+            precision: IndexPrecision::I8,
+            ..cfg.clone()
+        };
+        assert!(Ann::load(dir.path(), 8, Metric::L2, &i8).is_some());
         assert!(Ann::load(dir.path(), 9, Metric::L2, &cfg).is_none());
         // A damaged index file: no checkpoint, no panic.
         let cp = read_checkpoint(dir.path()).unwrap();
