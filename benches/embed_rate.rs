@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use aistack_benches::{model_dir, sentences};
-use aistack_core::config::{CacheSettings, EmbedSettings};
+use aistack_benches::{model_dir, sentences, status_mib};
+use aistack_core::config::{CacheSettings, EmbedSettings, Settings};
 use aistack_core::embed::{Embedder, EmbeddingEngine, InputKind};
 
 #[tokio::main]
@@ -20,16 +20,14 @@ async fn main() {
         .map(|v| v.parse::<usize>().expect("--batch-one takes a number"))
         .unwrap_or(300);
     let started = Instant::now();
-    // Compute threads as the library reads them from its environment (0: one per core).
-    let threads: usize = std::env::var("AISTACK__EMBED__THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    // Embedding settings as the library reads them (`AISTACK__EMBED__*`), on the bench model.
     let settings = EmbedSettings {
         model: model_dir(),
-        threads,
-        ..EmbedSettings::default()
+        ..Settings::load(None)
+            .expect("valid AISTACK__* settings")
+            .embed
     };
+    let threads = settings.threads;
     let cache = CacheSettings {
         embeddings_max_bytes: 0,
         ..CacheSettings::default()
@@ -82,17 +80,4 @@ async fn main() {
             "peak_rss_mib": status_mib("VmHWM:"),
         })
     );
-}
-
-/// A memory figure of this process from `/proc/self/status`, in MiB (Linux; `null` elsewhere).
-fn status_mib(key: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    let kib: f64 = line[key.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some((kib / 1024.0 * 10.0).round() / 10.0)
 }

@@ -27,3 +27,18 @@ pub fn model_dir() -> String {
     assert!(out.status.success(), "scripts/ensure-model failed");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// A memory figure of this process from `/proc/self/status` (`VmRSS:`, `VmHWM:`), in MiB
+/// (Linux; `None` elsewhere).
+pub fn status_mib(key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
+}

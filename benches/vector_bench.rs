@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use aistack_benches::status_mib;
 use aistack_core::store::{
     AnnConfig, CollectionSpec, EmbeddedStore, Filter, IndexStatus, Metric, PgConfig, PgVectorStore,
     Record, SearchRequest, VectorStore,
@@ -94,15 +95,6 @@ fn records(data: &[Vec<f32>]) -> Vec<Record> {
 
 fn emit(v: Value) {
     println!("{v}");
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Passes over the query set per index measurement (a pass takes a fraction of a second there);
@@ -265,7 +257,7 @@ async fn main() {
     emit(
         json!({"embedded_build": {"build_s": started.elapsed().as_secs_f64(),
         "indexed": indexed, "index_mb": memory as f64 / 1048576.0,
-        "vectors_mb": (a.n * a.dims * 4) as f64 / 1048576.0, "rss_mb": rss_mb()}}),
+        "vectors_mb": (a.n * a.dims * 4) as f64 / 1048576.0, "rss_mb": status_mib("VmRSS:")}}),
     );
     drop(store);
 

@@ -265,7 +265,8 @@ impl SentenceModel {
     }
 
     /// Embeds a batch of token sequences in one forward pass (packed, without padding); a
-    /// sequence's vector does not depend on the rest of the batch. Vectors are normalized when the model's pipeline says so.
+    /// sequence's vector does not depend on the rest of the batch. Vectors are normalized when
+    /// the model's pipeline says so.
     pub fn forward(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let mut out = self.forward_pooled(batch)?;
         if self.info.normalize {
