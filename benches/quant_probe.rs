@@ -20,6 +20,9 @@ mod peak {
     const CHAINS: usize = 12;
 
     /// f32 FMA: 8 multiply-accumulates per instruction.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn fma(steps: usize) -> f32 {
         let src = [_mm256_set1_ps(1.0001); CHAINS];
@@ -38,6 +41,9 @@ mod peak {
     }
 
     /// int8 as AVX2 has it (u8 × i8 pairs to i16, widened to i32, added): 32 per step.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn int8(steps: usize) -> i32 {
         let src = [_mm256_set1_epi8(3); CHAINS];
@@ -58,6 +64,9 @@ mod peak {
     }
 
     /// int16 pairs to i32 (`vpmaddwd`), added: 16 per step.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn int16(steps: usize) -> i32 {
         let src = [_mm256_set1_epi16(3); CHAINS];
@@ -87,9 +96,11 @@ mod peak {
             std::hint::black_box(run());
             (steps * CHAINS * macs_per_step) as f64 / t.elapsed().as_secs_f64() / 1e9
         };
-        // SAFETY: AVX2 and FMA were detected above.
+        // SAFETY (all three): AVX2 and FMA were detected above, which is all each one needs.
         let f = rate(8, &|| unsafe { fma(std::hint::black_box(steps)) } as i64);
+        // SAFETY: as above.
         let i8r = rate(32, &|| unsafe { int8(std::hint::black_box(steps)) } as i64);
+        // SAFETY: as above.
         let i16r = rate(16, &|| unsafe { int16(std::hint::black_box(steps)) } as i64);
         println!(
             "peak GMAC/s on one core: f32 FMA {f:.1}, int8 maddubs+madd+add {i8r:.1}, int16 madd+add {i16r:.1}"

@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use serde::Serialize;
 
@@ -157,12 +159,11 @@ impl Epochs {
     }
 
     fn counter(&self, ns: &str) -> Arc<AtomicU64> {
-        if let Some(c) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(ns) {
+        if let Some(c) = self.map.read().get(ns) {
             return c.clone();
         }
         self.map
             .write()
-            .unwrap_or_else(|p| p.into_inner())
             .entry(ns.to_string())
             .or_default()
             .clone()

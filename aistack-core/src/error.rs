@@ -9,39 +9,88 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The result type used throughout aistack-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The stable category of an [`Error`]: what callers branch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ErrorKind {
+/// The one table of error kinds: each row is a kind with its stable code, the HTTP status the
+/// server answers with, the `Retry-After` hint in seconds (`0`: none), the Python exception class
+/// and whether the message may be shown to a caller. The server's HTTP mapping and the Python
+/// bindings both read it; nothing else spells a code.
+macro_rules! error_kinds {
+    ($($(#[doc = $doc:literal])* $kind:ident => $code:literal, $status:literal, $retry:literal,
+       $py:literal, $shown:literal;)*) => {
+        /// The stable category of an [`Error`]: what callers branch on, and the `code` of every
+        /// API error body. Rows after `Internal` are raised by the HTTP layer only.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
+                 serde::Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub enum ErrorKind {
+            $($(#[doc = $doc])* #[serde(rename = $code)] $kind,)*
+        }
+
+        impl ErrorKind {
+            /// Every kind, in table order.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$kind),*];
+
+            /// A short snake_case code, stable across releases, for logs and API error bodies.
+            pub fn code(self) -> &'static str {
+                match self { $(ErrorKind::$kind => $code,)* }
+            }
+
+            /// The HTTP status an error of this kind answers with.
+            pub fn http_status(self) -> u16 {
+                match self { $(ErrorKind::$kind => $status,)* }
+            }
+
+            /// How long a client should wait before retrying, when it should retry at all.
+            pub fn retry_hint(self) -> Option<Duration> {
+                match self { $(ErrorKind::$kind => ($retry > 0).then(|| Duration::from_secs($retry)),)* }
+            }
+
+            /// The class in `aistack._errors` that Python callers catch.
+            pub fn python_class(self) -> &'static str {
+                match self { $(ErrorKind::$kind => $py,)* }
+            }
+
+            /// Whether the message may reach a caller; hidden ones answer as `internal`.
+            pub fn shows_message(self) -> bool {
+                match self { $(ErrorKind::$kind => $shown,)* }
+            }
+        }
+    };
+}
+
+error_kinds! {
     /// The caller sent something that can never succeed as sent.
-    InvalidInput,
+    InvalidInput => "invalid_input", 400, 0, "InvalidInput", true;
     /// A named thing (collection, document, model file) does not exist.
-    NotFound,
+    NotFound => "not_found", 404, 0, "NotFound", true;
     /// The thing being created already exists with other settings.
-    Conflict,
+    Conflict => "conflict", 409, 0, "Conflict", true;
     /// A dependency is not ready or not reachable (model loading, backend down, breaker open).
-    Unavailable,
+    Unavailable => "unavailable", 503, 1, "Unavailable", true;
     /// Admission is full; the caller should back off and retry.
-    Overloaded,
+    Overloaded => "overloaded", 429, 1, "Overloaded", true;
     /// The operation did not finish within its deadline.
-    Timeout,
+    Timeout => "timeout", 504, 0, "Timeout", true;
     /// The configuration is invalid.
-    Config,
+    Config => "config", 500, 0, "ConfigError", false;
     /// A bug or an unexpected failure inside aistack or a backend.
-    Internal,
+    Internal => "internal", 500, 0, "AistackError", false;
+    /// No valid API key came with the request (HTTP only).
+    Unauthorized => "unauthorized", 401, 0, "AistackError", true;
+    /// The request body is larger than the server accepts (HTTP only).
+    PayloadTooLarge => "payload_too_large", 413, 0, "InvalidInput", true;
+    /// The request body is not JSON (HTTP only).
+    UnsupportedMediaType => "unsupported_media_type", 415, 0, "InvalidInput", true;
+    /// The route does not accept the request's method (HTTP only).
+    MethodNotAllowed => "method_not_allowed", 405, 0, "InvalidInput", true;
 }
 
 impl ErrorKind {
-    /// A short snake_case code, stable across releases, for logs and API error bodies.
-    pub fn code(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidInput => "invalid_input",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Overloaded => "overloaded",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Config => "config",
-            ErrorKind::Internal => "internal",
+    /// The kind a caller is told: a kind whose message is hidden answers as `Internal`.
+    pub fn public(self) -> ErrorKind {
+        if self.shows_message() {
+            self
+        } else {
+            ErrorKind::Internal
         }
     }
 }
@@ -85,6 +134,8 @@ pub enum Error {
     CircuitOpen {
         /// The breaker's registry name.
         name: String,
+        /// How long until the breaker lets a trial call through, when it knows.
+        retry_after: Option<Duration>,
     },
 
     /// Admission is full.
@@ -152,8 +203,9 @@ impl Error {
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Config { .. } => ErrorKind::Config,
             Error::Model { .. } | Error::Internal { .. } => ErrorKind::Internal,
+            // A missing file is the server's problem, not a missing resource of the caller's:
+            // never a 404 whose message names a server path.
             Error::Io { source, .. } => match source.kind() {
-                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
                 std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
                 std::io::ErrorKind::ConnectionRefused
                 | std::io::ErrorKind::ConnectionReset
@@ -175,6 +227,18 @@ impl Error {
                 self.kind(),
                 ErrorKind::Unavailable | ErrorKind::Overloaded | ErrorKind::Timeout
             ),
+        }
+    }
+
+    /// How long a caller should wait before retrying: what an open breaker knows of its
+    /// half-open time, else the kind's hint from the table.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::CircuitOpen {
+                retry_after: Some(d),
+                ..
+            } => Some(*d),
+            _ => self.kind().retry_hint(),
         }
     }
 
@@ -257,9 +321,18 @@ mod tests {
         assert!(Error::invalid("x").is_caller_error());
         assert!(Error::unavailable("loading").is_retryable());
         assert!(Error::Overloaded("full".into()).is_retryable());
-        let open = Error::CircuitOpen { name: "pg".into() };
+        let open = Error::CircuitOpen {
+            name: "pg".into(),
+            retry_after: Some(Duration::from_millis(2500)),
+        };
         assert_eq!(open.kind(), ErrorKind::Unavailable);
         assert!(!open.is_retryable());
+        assert_eq!(open.retry_after(), Some(Duration::from_millis(2500)));
+        assert_eq!(
+            Error::unavailable("loading").retry_after(),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(Error::invalid("x").retry_after(), None);
         let refused = Error::io(
             "connect",
             std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
@@ -278,5 +351,37 @@ mod tests {
         assert_eq!(src.to_string(), "denied");
         assert_eq!(e.chain(), "I/O error: /data/x: denied");
         assert_eq!(e.kind().code(), "internal");
+    }
+
+    #[test]
+    fn a_missing_file_is_internal_not_a_404() {
+        let e = Error::io(
+            "/srv/aistack/collections/x/log",
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        );
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert!(!e.kind().shows_message());
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        let mut codes = std::collections::BTreeSet::new();
+        for k in ErrorKind::ALL {
+            assert!(codes.insert(k.code()), "duplicate code {}", k.code());
+            // The serialized form is the code.
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::Value::from(k.code())
+            );
+            assert!((400..600).contains(&k.http_status()));
+            if k.http_status() == 429 || k.http_status() == 503 {
+                assert!(k.retry_hint().is_some(), "{k} answers without Retry-After");
+            }
+            if !k.shows_message() {
+                assert_eq!(k.public(), ErrorKind::Internal);
+            }
+        }
+        assert_eq!(ErrorKind::Config.public(), ErrorKind::Internal);
+        assert_eq!(ErrorKind::NotFound.public(), ErrorKind::NotFound);
     }
 }

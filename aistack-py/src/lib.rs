@@ -6,11 +6,12 @@ mod embedder;
 mod store;
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 
-use aistack_core::{Error, ErrorKind};
+use aistack_core::Error;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -19,15 +20,22 @@ use tokio::runtime::Runtime;
 /// A value that belongs to one process. After `fork`, the child's first use makes its own with
 /// `make`: the parent's threads (tokio workers, the batcher, compute threads) do not exist in
 /// the child, so anything that relies on them would wait forever.
-pub struct ForkLocal<T> {
+///
+/// `T: Send + Sync` because the value is shared by every thread that calls [`ForkLocal::get`]
+/// and may be dropped by another; the `PhantomData` makes the type's own `Send`/`Sync` follow `T`
+/// (a bare `AtomicPtr` would claim both for any `T`).
+pub struct ForkLocal<T: Send + Sync> {
+    /// The current process's `(pid, value)`, or null. Entries replaced after a fork are leaked.
     slot: AtomicPtr<(u32, T)>,
+    _owns: PhantomData<T>,
 }
 
-impl<T: Clone> ForkLocal<T> {
+impl<T: Clone + Send + Sync> ForkLocal<T> {
     /// Empty until first used.
     pub const fn empty() -> Self {
         Self {
             slot: AtomicPtr::new(std::ptr::null_mut()),
+            _owns: PhantomData,
         }
     }
 
@@ -35,6 +43,7 @@ impl<T: Clone> ForkLocal<T> {
     pub fn new(value: T) -> Self {
         Self {
             slot: AtomicPtr::new(Box::into_raw(Box::new((std::process::id(), value)))),
+            _owns: PhantomData,
         }
     }
 
@@ -42,8 +51,9 @@ impl<T: Clone> ForkLocal<T> {
     pub fn get(&self, make: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
         let pid = std::process::id();
         let current = self.slot.load(Ordering::Acquire);
-        // SAFETY: entries are only freed in `drop` (which has `&mut self`); replaced entries are
-        // leaked on purpose, so a pointer loaded here stays valid while `self` lives.
+        // SAFETY: a non-null slot points to a live `Box<(u32, T)>`: entries are only freed in
+        // `drop` (which has `&mut self`) and replaced entries are leaked, so the pointer loaded
+        // here stays valid while `self` lives.
         if let Some((owner, value)) = unsafe { current.as_ref() } {
             if *owner == pid {
                 return Ok(value.clone());
@@ -55,22 +65,29 @@ impl<T: Clone> ForkLocal<T> {
             .compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire)
         {
             // The replaced entry (the parent's) is leaked: its threads are gone in this process.
+            // SAFETY: `fresh` came from `Box::into_raw` above and is now the slot's entry, which
+            // is never freed while `self` lives.
             Ok(_) => Ok(unsafe { &*fresh }.1.clone()),
             Err(winner) => {
-                // SAFETY: `fresh` was never shared.
+                // SAFETY: the exchange failed, so `fresh` was never shared: this is its only
+                // owner, and it came from `Box::into_raw`.
                 drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: `winner` is the non-null entry another thread stored; entries live as
+                // long as `self`.
                 Ok(unsafe { &*winner }.1.clone())
             }
         }
     }
 }
 
-impl<T> Drop for ForkLocal<T> {
+impl<T: Send + Sync> Drop for ForkLocal<T> {
     fn drop(&mut self) {
         let p = *self.slot.get_mut();
-        // SAFETY: `&mut self`: nobody else holds the entry. A parent's entry is leaked in a child.
+        // SAFETY: `&mut self`: no other thread holds the entry, and a non-null slot points to a
+        // live `Box` made by `Box::into_raw`. A parent's entry is leaked in a child.
         if let Some((owner, _)) = unsafe { p.as_ref() } {
             if *owner == std::process::id() {
+                // SAFETY: as above; the entry is freed once, here.
                 drop(unsafe { Box::from_raw(p) });
             }
         }
@@ -115,19 +132,10 @@ where
 
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
-/// The one mapping from core errors to Python exceptions (`aistack._errors`): the class by
-/// `kind()`, the message with its causes, and the kind's stable `code`.
+/// The one mapping from core errors to Python exceptions (`aistack._errors`): the class the
+/// core's error table names for the `kind()`, the message with its causes, and the kind's code.
 pub fn error_to_py(py: Python<'_>, e: Error) -> PyErr {
-    let class = match e.kind() {
-        ErrorKind::InvalidInput => "InvalidInput",
-        ErrorKind::NotFound => "NotFound",
-        ErrorKind::Conflict => "Conflict",
-        ErrorKind::Unavailable => "Unavailable",
-        ErrorKind::Overloaded => "Overloaded",
-        ErrorKind::Timeout => "Timeout",
-        ErrorKind::Config => "ConfigError",
-        ErrorKind::Internal => "AistackError",
-    };
+    let class = e.kind().python_class();
     let mut message = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {

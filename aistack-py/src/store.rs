@@ -6,10 +6,7 @@ use std::sync::Arc;
 
 use aistack_core::embed::Embedder as _;
 use aistack_core::ingest::{TextCollection, TextHit, TextRecord};
-use aistack_core::store::{
-    CollectionSpec, EmbeddedStore, Metric, PgConfig, PgVectorStore, QdrantConfig, QdrantStore,
-    VectorStore as CoreStore,
-};
+use aistack_core::store::{CollectionSpec, Metric, StoreConfig, VectorStore as CoreStore};
 use aistack_core::Error;
 use numpy::{PyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
@@ -19,26 +16,9 @@ use serde_json::{Map, Value};
 use crate::embedder::Embedder;
 use crate::{error_to_py, run, ForkLocal};
 
-/// Which backend, and how to reach it.
-#[derive(Clone)]
-enum Backend {
-    Embedded(PathBuf),
-    Pgvector(String),
-    Qdrant(String, Option<String>),
-}
-
-impl Backend {
-    async fn open(&self) -> aistack_core::Result<Arc<dyn CoreStore>> {
-        Ok(match self {
-            Backend::Embedded(path) => Arc::new(EmbeddedStore::open(path).await?),
-            Backend::Pgvector(dsn) => Arc::new(PgVectorStore::connect(PgConfig::new(dsn)).await?),
-            Backend::Qdrant(url, key) => {
-                let mut cfg = QdrantConfig::new(url);
-                cfg.api_key = key.clone();
-                Arc::new(QdrantStore::connect(cfg).await?)
-            }
-        })
-    }
+/// Opens `config` (the core's one opener) and keeps the store.
+async fn open(config: StoreConfig) -> aistack_core::Result<Arc<dyn CoreStore>> {
+    Ok(config.open().await?.store)
 }
 
 fn invalid(py: Python<'_>, msg: impl Into<String>) -> PyErr {
@@ -48,7 +28,7 @@ fn invalid(py: Python<'_>, msg: impl Into<String>) -> PyErr {
 /// A vector store: `"embedded"` (a local directory, the default), `"pgvector"` or `"qdrant"`.
 #[pyclass(module = "aistack._native", frozen)]
 pub struct VectorStore {
-    backend: Backend,
+    backend: StoreConfig,
     store: ForkLocal<Arc<dyn CoreStore>>,
 }
 
@@ -57,7 +37,7 @@ impl VectorStore {
     /// forked child gets a clear error instead of sharing its files. Servers are reconnected.
     fn store(&self, py: Python<'_>) -> PyResult<Arc<dyn CoreStore>> {
         self.store.get(|| match &self.backend {
-            Backend::Embedded(path) => Err(error_to_py(
+            StoreConfig::Embedded { path } => Err(error_to_py(
                 py,
                 Error::Unavailable {
                     reason: format!(
@@ -70,8 +50,8 @@ impl VectorStore {
                 },
             )),
             other => {
-                let b = other.clone();
-                run(py, async move { b.open().await })
+                let config = other.clone();
+                run(py, open(config))
             }
         })
     }
@@ -131,10 +111,14 @@ impl VectorStore {
         api_key: Option<String>,
     ) -> PyResult<Self> {
         let backend = match (backend, path, dsn, url) {
-            ("embedded", Some(p), None, None) => Backend::Embedded(p),
-            ("embedded", None, None, None) => Backend::Embedded(PathBuf::from("aistack-data")),
-            ("pgvector", None, Some(d), None) => Backend::Pgvector(d),
-            ("qdrant", None, None, Some(u)) => Backend::Qdrant(u, api_key),
+            ("embedded", Some(path), None, None) => StoreConfig::Embedded { path },
+            ("embedded", None, None, None) => StoreConfig::default(),
+            ("pgvector", None, Some(dsn), None) => StoreConfig::Pgvector { dsn },
+            ("qdrant", None, None, Some(url)) => StoreConfig::Qdrant {
+                url,
+                api_key,
+                api_key_file: None,
+            },
             ("embedded" | "pgvector" | "qdrant", ..) => {
                 return Err(invalid(
                     py,
@@ -149,8 +133,7 @@ impl VectorStore {
                 ))
             }
         };
-        let b = backend.clone();
-        let store = run(py, async move { b.open().await })?;
+        let store = run(py, open(backend.clone()))?;
         Ok(Self {
             backend,
             store: ForkLocal::new(store),
@@ -160,11 +143,7 @@ impl VectorStore {
     /// `"embedded"`, `"pgvector"` or `"qdrant"`.
     #[getter]
     fn backend(&self) -> &'static str {
-        match self.backend {
-            Backend::Embedded(_) => "embedded",
-            Backend::Pgvector(_) => "pgvector",
-            Backend::Qdrant(..) => "qdrant",
-        }
+        self.backend.backend()
     }
 
     /// Creates a collection (`Conflict` if it exists). Dimensions default to the embedder's.
@@ -231,9 +210,11 @@ impl VectorStore {
 
     fn __repr__(&self) -> String {
         match &self.backend {
-            Backend::Embedded(p) => format!("VectorStore(\"embedded\", path={:?})", p.display()),
-            Backend::Pgvector(_) => "VectorStore(\"pgvector\")".into(),
-            Backend::Qdrant(u, _) => format!("VectorStore(\"qdrant\", url={u:?})"),
+            StoreConfig::Embedded { path } => {
+                format!("VectorStore(\"embedded\", path={:?})", path.display())
+            }
+            StoreConfig::Pgvector { .. } => "VectorStore(\"pgvector\")".into(),
+            StoreConfig::Qdrant { url, .. } => format!("VectorStore(\"qdrant\", url={url:?})"),
         }
     }
 }

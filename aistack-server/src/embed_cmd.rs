@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aistack_core::config::Settings;
-use aistack_core::embed::jsonl::{Reader, Record};
+use crate::jsonl::{Reader, Record};
 use aistack_core::embed::{Embedder, EmbeddingEngine, InputKind, ModelEmbedder};
 use aistack_core::{Error, Result};
 use clap::Args;

@@ -1,11 +1,10 @@
-//! The options that choose a vector store, shared by the commands that use one.
+//! The options that choose a vector store, shared by the commands that use one. They only
+//! build the core's [`StoreConfig`]; opening is the core's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aistack_core::store::{
-    EmbeddedStore, PgConfig, PgVectorStore, QdrantConfig, QdrantStore, VectorStore,
-};
+use aistack_core::store::{OpenedStore, StoreConfig, VectorStore};
 use aistack_core::{Error, Result};
 use clap::{Args, ValueEnum};
 
@@ -40,68 +39,35 @@ pub struct StoreArgs {
     qdrant_api_key_file: Option<PathBuf>,
 }
 
-/// An open store, with the concrete backend kept where the server needs it (flush, pool figures).
-pub struct OpenStore {
-    /// The store.
-    pub store: Arc<dyn VectorStore>,
-    /// The embedded store, when that is the backend.
-    pub embedded: Option<Arc<EmbeddedStore>>,
-    /// The PostgreSQL store, when that is the backend.
-    pub pg: Option<Arc<PgVectorStore>>,
-}
-
 impl StoreArgs {
+    /// The store the flags name.
+    pub fn config(&self) -> Result<StoreConfig> {
+        Ok(match self.store {
+            Backend::Embedded => StoreConfig::Embedded {
+                path: self.data_dir.clone(),
+            },
+            Backend::Pgvector => StoreConfig::Pgvector {
+                dsn: self.dsn.clone().ok_or_else(|| {
+                    Error::config("--dsn", "--store pgvector needs --dsn or AISTACK_PG_DSN")
+                })?,
+            },
+            Backend::Qdrant => StoreConfig::Qdrant {
+                url: self.url.clone().ok_or_else(|| {
+                    Error::config("--url", "--store qdrant needs --url or AISTACK_QDRANT_URL")
+                })?,
+                api_key: None,
+                api_key_file: self.qdrant_api_key_file.clone(),
+            },
+        })
+    }
+
     /// Opens the chosen store.
     pub async fn open(&self) -> Result<Arc<dyn VectorStore>> {
         Ok(self.open_parts().await?.store)
     }
 
-    /// Opens the chosen store and keeps its concrete type.
-    pub async fn open_parts(&self) -> Result<OpenStore> {
-        let (mut embedded, mut pg) = (None, None);
-        let store: Arc<dyn VectorStore> = match self.store {
-            Backend::Embedded => {
-                let e = EmbeddedStore::open(&self.data_dir).await?;
-                embedded = Some(e.clone());
-                Arc::new(e)
-            }
-            Backend::Pgvector => {
-                let dsn = self.dsn.clone().ok_or_else(|| {
-                    Error::config("--dsn", "--store pgvector needs --dsn or AISTACK_PG_DSN")
-                })?;
-                let p = Arc::new(PgVectorStore::connect(PgConfig::new(dsn)).await?);
-                pg = Some(p.clone());
-                p
-            }
-            Backend::Qdrant => {
-                let url = self.url.clone().ok_or_else(|| {
-                    Error::config("--url", "--store qdrant needs --url or AISTACK_QDRANT_URL")
-                })?;
-                let mut cfg = QdrantConfig::new(url);
-                if let Some(path) = &self.qdrant_api_key_file {
-                    let text = std::fs::read_to_string(path)
-                        .map_err(|e| Error::io(path.display().to_string(), e))?;
-                    let key = text.lines().next().unwrap_or("").trim().to_string();
-                    if key.is_empty() {
-                        return Err(Error::config(
-                            "--qdrant-api-key-file",
-                            format!("{} holds no key", path.display()),
-                        ));
-                    }
-                    cfg.api_key = Some(key);
-                }
-                Arc::new(QdrantStore::connect(cfg).await?)
-            }
-        };
-        Ok(OpenStore {
-            store,
-            embedded,
-            pg,
-        })
-    }
-
-    /// Whether the store is shared with other processes (a server, not a local directory).
-    pub fn is_shared(&self) -> bool {
-        self.store != Backend::Embedded
+    /// Opens the chosen store and keeps the embedded store apart (to flush it on shutdown).
+    pub async fn open_parts(&self) -> Result<OpenedStore> {
+        self.config()?.open().await
     }
 }

@@ -10,11 +10,10 @@
 //!
 //! Matrix products go through `gemm`, the kernel crate candle's CPU backend uses.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use candle_core::{DType, Shape};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -23,6 +22,47 @@ use crate::error::{Error, Result};
 
 /// Working buffers larger than this (in floats) are freed after use rather than kept.
 const RETAIN_FLOATS: usize = 8 << 20;
+
+/// The fields of a BERT `config.json` that the encoder reads (as transformers writes them);
+/// others are ignored. A small struct of ours instead of candle-transformers' whole crate.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub(crate) struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: HiddenAct,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    /// Only `absolute` is implemented; anything else is refused rather than computed wrongly.
+    #[serde(default)]
+    pub position_embedding_type: PositionEmbeddingType,
+    pub model_type: Option<String>,
+}
+
+/// The feed-forward activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum HiddenAct {
+    /// Exact GELU (erf).
+    Gelu,
+    /// GELU's tanh approximation.
+    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh")]
+    GeluApproximate,
+    /// ReLU.
+    Relu,
+}
+
+/// How positions are embedded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PositionEmbeddingType {
+    /// One learned vector per position.
+    #[default]
+    Absolute,
+}
 
 /// A loaded BERT encoder: its shape and its weights as plain row-major `f32` arrays.
 pub(crate) struct Encoder {
@@ -228,14 +268,12 @@ impl Encoder {
         let mut scratch = self
             .scratch
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .pop()
             .unwrap_or_default();
         let out = self.encode(seqs, pooling, par, &mut scratch);
         if scratch.floats() <= RETAIN_FLOATS {
             self.scratch
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .push(scratch);
         }
         out
@@ -445,9 +483,12 @@ fn linear(
 /// A pointer shared by threads that write disjoint parts of its buffer.
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut f32);
-// SAFETY: users only write disjoint elements through it, within a scope that outlives them.
+// SAFETY: the invariant its one user (`matmul`) keeps: every thread writes a disjoint band of
+// columns of a buffer that outlives the parallel loop, and nothing reads the buffer meanwhile,
+// so moving the pointer to another thread cannot race.
 unsafe impl Send for SyncPtr {}
-// SAFETY: as above.
+// SAFETY: as for `Send`: shared references only hand out the pointer, and the writes through
+// it are disjoint.
 unsafe impl Sync for SyncPtr {}
 
 impl SyncPtr {
@@ -545,6 +586,7 @@ mod simd {
                 #[inline(always)]
                 fn inner($($arg: $ty),*) $body
             }
+            // Safety: callable only where the CPU has AVX2 and FMA (checked by the dispatcher).
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             unsafe fn $fast($($arg: $ty),*) $body

@@ -183,10 +183,6 @@ pub enum Norm {
     Pooled,
 }
 
-/// Groups of [`ModelEmbedder::embed_all_flat`] in flight at once: enough for the batcher to pack
-/// full forward passes, few enough to leave admission to other callers.
-const GROUPS_IN_FLIGHT: usize = 4;
-
 /// Cache key: the model, the prefix applied and the text. Hashing borrows; no allocation on
 /// lookup beyond the key's own strings.
 #[derive(Clone, PartialEq, Eq)]
@@ -352,16 +348,14 @@ impl ModelEmbedder {
         norm: Norm,
         group: usize,
     ) -> Result<Vec<f32>> {
-        use futures::stream::{StreamExt, TryStreamExt};
+        use futures::stream::TryStreamExt;
         let group = group.clamp(1, self.limits.max_inputs);
         let dims = self.info.dims;
         let mut out = vec![0f32; texts.len() * dims];
-        // The futures are made up front (they are lazy) so the stream's type names no closure.
-        let work: Vec<_> = texts
-            .chunks(group)
-            .map(|g| self.timed(self.embed_inner(g, kind)))
-            .collect();
-        let mut groups = futures::stream::iter(work).buffered(GROUPS_IN_FLIGHT);
+        let groups = super::in_groups(texts, group, super::GROUPS_IN_FLIGHT, |g| {
+            self.timed(self.embed_inner(g, kind))
+        });
+        let mut groups = std::pin::pin!(groups);
         let mut row = 0;
         while let Some(rows) = groups.try_next().await? {
             for r in rows {

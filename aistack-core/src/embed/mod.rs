@@ -5,12 +5,14 @@
 mod batcher;
 mod bert;
 mod engine;
-pub mod jsonl;
 mod model;
 mod source;
 mod validate;
 
+use std::future::Future;
+
 use async_trait::async_trait;
+use futures::stream::{Stream, StreamExt, TryStreamExt};
 
 pub use batcher::{Admission, BatchCompute, Batcher, BatcherConfig, BatcherStats};
 pub use engine::{EmbeddingEngine, EngineStats, ModelEmbedder, ModelState, Norm};
@@ -18,7 +20,61 @@ pub use model::{normalize, ModelInfo, Pooling, SentenceModel};
 pub use source::{ModelFiles, ModelSource};
 pub use validate::InputLimits;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Groups of one long list in flight at once by default: enough for the batcher to pack full
+/// forward passes while one computes, few enough to leave admission to other callers.
+pub const GROUPS_IN_FLIGHT: usize = 4;
+
+/// The one way a long list of texts is embedded: `embed` runs on groups of at most `group`
+/// texts, `in_flight` groups at a time, and the stream yields each group's result in order.
+pub(crate) fn in_groups<'a, T, F, Fut>(
+    texts: &'a [String],
+    group: usize,
+    in_flight: usize,
+    embed: F,
+) -> impl Stream<Item = Result<T>> + 'a
+where
+    F: FnMut(&'a [String]) -> Fut,
+    Fut: Future<Output = Result<T>> + 'a,
+    T: 'a,
+{
+    // The futures are made up front (they are lazy) so the stream's type names no closure.
+    let work: Vec<Fut> = texts.chunks(group.max(1)).map(embed).collect();
+    futures::stream::iter(work).buffered(in_flight.max(1))
+}
+
+/// Embeds any number of texts through `embedder` in groups it accepts (`max_batch`), with
+/// `in_flight` groups sent at once ([`GROUPS_IN_FLIGHT`] suits most callers); `out[i]` embeds
+/// `texts[i]`.
+pub async fn embed_all(
+    embedder: &dyn Embedder,
+    texts: &[String],
+    kind: InputKind,
+    in_flight: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(texts.len());
+    let groups = in_groups(texts, embedder.max_batch(), in_flight, |g| {
+        embedder.embed(g, kind)
+    });
+    let mut groups = std::pin::pin!(groups);
+    while let Some(vectors) = groups.try_next().await? {
+        out.extend(vectors);
+    }
+    Ok(out)
+}
+
+/// Embeds one search query (with the model's query prefix); a blank query is `InvalidInput`.
+pub async fn embed_query(embedder: &dyn Embedder, query: &str) -> Result<Vec<f32>> {
+    if query.trim().is_empty() {
+        return Err(Error::invalid("the query is empty"));
+    }
+    Ok(embedder
+        .embed(&[query.to_string()], InputKind::Query)
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
 
 /// What a text is, so the model's query or passage prefix can be applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

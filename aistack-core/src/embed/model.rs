@@ -3,11 +3,10 @@
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::Config as BertConfig;
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use super::bert::Encoder;
+use super::bert::{BertConfig, Encoder};
 use super::source::{read_json, ModelFiles, ModuleEntry};
 use crate::error::{Error, Result};
 

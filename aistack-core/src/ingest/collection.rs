@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{CHUNK_KEY, DOC_KEY, TEXT_KEY};
-use crate::embed::{Embedder, InputKind};
+use crate::embed::{embed_all, embed_query, Embedder, InputKind, GROUPS_IN_FLIGHT};
 use crate::error::{Error, Result};
 use crate::store::{CollectionSpec, Filter, Metric, Record, SearchRequest, VectorStore};
 
@@ -117,12 +117,7 @@ impl TextCollection {
 
     /// Embeds `texts` in groups the embedder accepts.
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
-        let e = self.embedder()?;
-        let mut out = Vec::with_capacity(texts.len());
-        for group in texts.chunks(e.max_batch().max(1)) {
-            out.extend(e.embed(group, kind).await?);
-        }
-        Ok(out)
+        embed_all(self.embedder()?.as_ref(), texts, kind, GROUPS_IN_FLIGHT).await
     }
 
     /// Inserts or replaces records. Give `documents` (embedded as passages), `vectors`, or
@@ -199,14 +194,7 @@ impl TextCollection {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Vec<TextHit>> {
-        if text.trim().is_empty() {
-            return Err(Error::invalid("the query is empty"));
-        }
-        let v = self
-            .embed(&[text.to_string()], InputKind::Query)
-            .await?
-            .pop()
-            .unwrap_or_default();
+        let v = embed_query(self.embedder()?.as_ref(), text).await?;
         self.query_vector(v, k, filter, min_score).await
     }
 
@@ -218,15 +206,15 @@ impl TextCollection {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Vec<TextHit>> {
-        let mut req = SearchRequest::new(vector, k);
-        req.filter = filter.map(Filter::from_json).transpose()?;
-        req.min_score = min_score;
-        let hits = self
-            .store
-            .search(&self.spec.name, &[req])
-            .await?
-            .pop()
-            .unwrap_or_default();
+        let hits = super::nearest(
+            self.store.as_ref(),
+            &self.spec.name,
+            vector,
+            k,
+            filter,
+            min_score,
+        )
+        .await?;
         Ok(hits
             .into_iter()
             .map(|h| {

@@ -19,7 +19,7 @@ pub use chunk::{chunk_text, Chunk, ChunkConfig};
 pub use collection::{TextCollection, TextHit, TextRecord};
 
 use crate::cache::{Cache, CacheBound, CacheConfig, CacheStats, Epochs};
-use crate::embed::{Embedder, InputKind};
+use crate::embed::{embed_all, embed_query, Embedder, InputKind};
 use crate::error::{Error, Result};
 use crate::store::{
     validate_id, CollectionSpec, Filter, Metric, Record, SearchRequest, VectorStore,
@@ -208,7 +208,13 @@ impl Ingestor {
             .iter()
             .flat_map(|(_, cs)| cs.iter().map(|c| c.text.clone()))
             .collect();
-        let vectors = self.embed_all(texts).await?;
+        let vectors = embed_all(
+            self.embedder.as_ref(),
+            &texts,
+            InputKind::Passage,
+            IN_FLIGHT,
+        )
+        .await?;
 
         let mut report = IngestReport::default();
         let mut vectors = vectors.into_iter();
@@ -242,21 +248,6 @@ impl Ingestor {
         Ok(report)
     }
 
-    async fn embed_all(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
-        let batch = self.embedder.max_batch().max(1);
-        let mut out = Vec::with_capacity(texts.len());
-        for group in texts.chunks(batch * IN_FLIGHT) {
-            let calls = group
-                .chunks(batch)
-                .map(|b| self.embedder.embed(b, InputKind::Passage));
-            // Awaited together, so the batcher sees every call at once.
-            for r in futures::future::join_all(calls).await {
-                out.extend(r?);
-            }
-        }
-        Ok(out)
-    }
-
     /// Deletes a document's chunks; returns how many there were.
     pub async fn delete_document(&self, collection: &str, id: &str) -> Result<u64> {
         let f = Filter::from_json(&json!({ DOC_KEY: id }))?;
@@ -275,10 +266,6 @@ impl Ingestor {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Arc<Vec<DocHit>>> {
-        if query.trim().is_empty() {
-            return Err(Error::invalid("the query is empty"));
-        }
-        let parsed = filter.map(Filter::from_json).transpose()?;
         let key = SearchKey {
             collection: collection.to_string(),
             epoch: self.epochs.current(collection),
@@ -290,13 +277,8 @@ impl Ingestor {
         if let Some(hit) = self.cache.get(&key) {
             return Ok(hit);
         }
-        let v = self
-            .embedder
-            .embed(&[query.to_string()], InputKind::Query)
-            .await?
-            .pop()
-            .unwrap_or_default();
-        let hits = Arc::new(self.nearest(collection, v, k, parsed, min_score).await?);
+        let v = embed_query(self.embedder.as_ref(), query).await?;
+        let hits = Arc::new(self.search_vector(collection, v, k, filter, min_score).await?);
         self.cache.insert(key, hits.clone());
         Ok(hits)
     }
@@ -311,27 +293,7 @@ impl Ingestor {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Vec<DocHit>> {
-        let parsed = filter.map(Filter::from_json).transpose()?;
-        self.nearest(collection, vector, k, parsed, min_score).await
-    }
-
-    async fn nearest(
-        &self,
-        collection: &str,
-        vector: Vec<f32>,
-        k: usize,
-        filter: Option<Filter>,
-        min_score: Option<f32>,
-    ) -> Result<Vec<DocHit>> {
-        let mut req = SearchRequest::new(vector, k);
-        req.filter = filter;
-        req.min_score = min_score;
-        let hits = self
-            .store
-            .search(collection, &[req])
-            .await?
-            .pop()
-            .unwrap_or_default();
+        let hits = nearest(self.store.as_ref(), collection, vector, k, filter, min_score).await?;
         Ok(hits.into_iter().map(doc_hit).collect())
     }
 
@@ -344,6 +306,26 @@ impl Ingestor {
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
+}
+
+/// The one vector search of the text front ends: the `k` records nearest to `vector` in
+/// `collection`, filtered by the JSON `filter` and `min_score`, best first.
+pub(crate) async fn nearest(
+    store: &dyn VectorStore,
+    collection: &str,
+    vector: Vec<f32>,
+    k: usize,
+    filter: Option<&Value>,
+    min_score: Option<f32>,
+) -> Result<Vec<crate::store::Hit>> {
+    let mut req = SearchRequest::new(vector, k);
+    req.filter = filter.map(Filter::from_json).transpose()?;
+    req.min_score = min_score;
+    Ok(store
+        .search(collection, &[req])
+        .await?
+        .pop()
+        .unwrap_or_default())
 }
 
 fn doc_hit(h: crate::store::Hit) -> DocHit {

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use std::time::{Duration, Instant};
 
 use failsafe::failure_policy::{self, ConsecutiveFailures, SuccessRateOverTimeWindow};
 use failsafe::{FailurePolicy, Instrument, StateMachine};
@@ -158,37 +160,55 @@ impl Iterator for OpenBackoff {
 }
 
 /// The two failsafe policies behind one type, so a registry can hold either.
-enum Policy {
+enum PolicyKind {
     Consecutive(ConsecutiveFailures<OpenBackoff>),
     Rate(SuccessRateOverTimeWindow<OpenBackoff>),
 }
 
+/// A failsafe policy that also records when the breaker will let a trial call through, which
+/// failsafe keeps to itself; rejected callers are told it as their `Retry-After`.
+struct Policy {
+    kind: PolicyKind,
+    counters: Arc<Counters>,
+}
+
 impl FailurePolicy for Policy {
     fn record_success(&mut self) {
-        match self {
-            Policy::Consecutive(p) => p.record_success(),
-            Policy::Rate(p) => p.record_success(),
+        match &mut self.kind {
+            PolicyKind::Consecutive(p) => p.record_success(),
+            PolicyKind::Rate(p) => p.record_success(),
         }
     }
 
     fn mark_dead_on_failure(&mut self) -> Option<Duration> {
-        match self {
-            Policy::Consecutive(p) => p.mark_dead_on_failure(),
-            Policy::Rate(p) => p.mark_dead_on_failure(),
+        let open_for = match &mut self.kind {
+            PolicyKind::Consecutive(p) => p.mark_dead_on_failure(),
+            PolicyKind::Rate(p) => p.mark_dead_on_failure(),
+        };
+        if let Some(d) = open_for {
+            let until = self.counters.epoch.elapsed().saturating_add(d);
+            self.counters
+                .open_until_ms
+                .store(until.as_millis() as u64, Ordering::SeqCst);
         }
+        open_for
     }
 
     fn revived(&mut self) {
-        match self {
-            Policy::Consecutive(p) => p.revived(),
-            Policy::Rate(p) => p.revived(),
+        match &mut self.kind {
+            PolicyKind::Consecutive(p) => p.revived(),
+            PolicyKind::Rate(p) => p.revived(),
         }
     }
 }
 
 /// Counters and the state gauge, fed by failsafe's `Instrument` callbacks and by the wrapper.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
+    /// The time `open_until_ms` counts from.
+    epoch: Instant,
+    /// When the open breaker lets a trial through, in ms since `epoch`.
+    open_until_ms: AtomicU64,
     state: AtomicU8,
     calls: AtomicU64,
     successes: AtomicU64,
@@ -276,22 +296,37 @@ impl CircuitBreaker {
             next: config.open_for,
             max: config.max_open,
         };
-        let policy = match &config.policy {
+        let kind = match &config.policy {
             BreakerPolicy::ConsecutiveFailures(n) => {
-                Policy::Consecutive(failure_policy::consecutive_failures((*n).max(1), backoff))
+                PolicyKind::Consecutive(failure_policy::consecutive_failures((*n).max(1), backoff))
             }
             BreakerPolicy::FailureRate {
                 required_success_rate,
                 min_requests,
                 window,
-            } => Policy::Rate(failure_policy::success_rate_over_time_window(
+            } => PolicyKind::Rate(failure_policy::success_rate_over_time_window(
                 *required_success_rate,
                 *min_requests,
                 *window,
                 backoff,
             )),
         };
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters {
+            epoch: Instant::now(),
+            open_until_ms: AtomicU64::new(0),
+            state: AtomicU8::new(BreakerState::Closed.as_gauge()),
+            calls: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ignored_errors: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+        });
+        let policy = Policy {
+            kind,
+            counters: counters.clone(),
+        };
         let machine = failsafe::Config::new()
             .failure_policy(policy)
             .instrument(Gauge(counters.clone()))
@@ -327,6 +362,7 @@ impl CircuitBreaker {
         if !self.machine.is_call_permitted() {
             return Err(Error::CircuitOpen {
                 name: self.name.clone(),
+                retry_after: self.half_opens_in(),
             });
         }
         let trial = self.state() == BreakerState::HalfOpen;
@@ -337,6 +373,7 @@ impl CircuitBreaker {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::CircuitOpen {
                     name: self.name.clone(),
+                    retry_after: None,
                 });
             }
         }
@@ -374,6 +411,15 @@ impl CircuitBreaker {
             }
         }
         result
+    }
+
+    /// How long until an open breaker lets a trial call through; `None` once that time has come.
+    pub fn half_opens_in(&self) -> Option<Duration> {
+        let c = &self.counters;
+        let until = Duration::from_millis(c.open_until_ms.load(Ordering::SeqCst));
+        until
+            .checked_sub(c.epoch.elapsed())
+            .filter(|d| !d.is_zero())
     }
 
     /// Closes the breaker and forgets its failure history.
@@ -428,7 +474,7 @@ impl BreakerRegistry {
         if let Some(b) = self.get(name) {
             return Ok(b);
         }
-        let mut map = self.breakers.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.breakers.write();
         if let Some(b) = map.get(name) {
             return Ok(b.clone());
         }
@@ -441,7 +487,6 @@ impl BreakerRegistry {
     pub fn get(&self, name: &str) -> Option<Arc<CircuitBreaker>> {
         self.breakers
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
     }
@@ -450,7 +495,6 @@ impl BreakerRegistry {
     pub fn snapshot(&self) -> Vec<BreakerSnapshot> {
         self.breakers
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .values()
             .map(|b| b.snapshot())
             .collect()
@@ -479,6 +523,24 @@ mod tests {
 
     async fn succeed(b: &CircuitBreaker) -> Result<u32> {
         b.call(|| async { Ok(7) }).await
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_tells_when_it_half_opens() {
+        let b = CircuitBreaker::new("pg", config(1, 3_000)).unwrap();
+        assert_eq!(b.half_opens_in(), None);
+        fail(&b).await;
+        assert_eq!(b.state(), BreakerState::Open);
+        match succeed(&b).await.unwrap_err() {
+            Error::CircuitOpen {
+                retry_after: Some(d),
+                ..
+            } => assert!(
+                d > Duration::from_millis(2_000) && d <= Duration::from_millis(3_000),
+                "{d:?}"
+            ),
+            other => panic!("expected CircuitOpen with a retry time, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -7,7 +7,10 @@
 
 mod embedded;
 pub mod filter;
+mod open;
+#[cfg(feature = "pgvector")]
 mod postgres;
+#[cfg(feature = "qdrant")]
 mod qdrant;
 mod resilient;
 
@@ -17,7 +20,19 @@ use serde_json::{Map, Value};
 
 pub use embedded::{AnnConfig, EmbeddedStore, IndexPrecision, IndexStatus};
 pub use filter::Filter;
+pub use open::{OpenedStore, StoreConfig};
+
+/// A connection pool's figures, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open.
+    pub size: u32,
+    /// Connections open and idle.
+    pub idle: usize,
+}
+#[cfg(feature = "pgvector")]
 pub use postgres::{PgConfig, PgVectorStore};
+#[cfg(feature = "qdrant")]
 pub use qdrant::{QdrantConfig, QdrantStore};
 pub use resilient::ResilientStore;
 
@@ -234,6 +249,11 @@ pub struct Hit {
 pub trait VectorStore: Send + Sync {
     /// The backend's name (`embedded`, `pgvector`, `qdrant`).
     fn backend(&self) -> &'static str;
+
+    /// Open and idle connections of the backend's connection pool, where it has one.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
 
     /// Creates a collection; `Conflict` if one of that name exists.
     async fn create_collection(&self, spec: &CollectionSpec) -> Result<()>;

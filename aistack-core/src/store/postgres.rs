@@ -282,11 +282,6 @@ impl PgVectorStore {
         &self.pool
     }
 
-    /// Pool figures: (connections open, of which idle).
-    pub fn pool_stats(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
-    }
-
     async fn coll(&self, name: &str) -> Result<Coll> {
         validate_collection_name(name)?;
         let row = sqlx::query("SELECT id, dims, metric FROM aistack_collections WHERE name = $1")
@@ -384,6 +379,13 @@ fn metadata_of(v: Value) -> Map<String, Value> {
 impl VectorStore for PgVectorStore {
     fn backend(&self) -> &'static str {
         "pgvector"
+    }
+
+    fn pool_stats(&self) -> Option<super::PoolStats> {
+        Some(super::PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+        })
     }
 
     async fn create_collection(&self, spec: &CollectionSpec) -> Result<()> {

@@ -63,6 +63,10 @@ impl VectorStore for ResilientStore {
         self.inner.backend()
     }
 
+    fn pool_stats(&self) -> Option<super::PoolStats> {
+        self.inner.pool_stats()
+    }
+
     async fn create_collection(&self, spec: &CollectionSpec) -> Result<()> {
         self.run("create_collection", || self.inner.create_collection(spec))
             .await

@@ -1,5 +1,8 @@
-//! The one place where errors become HTTP responses: each core [`ErrorKind`] maps to a status,
-//! and every error body has the shape `{"error": {"code", "message", "error_id"}}`.
+//! The one place where errors become HTTP responses. Status, code and `Retry-After` come from
+//! the core's table ([`ErrorKind`]); every error body has the shape
+//! `{"error": {"code", "message", "error_id"}}`.
+
+use std::time::Duration;
 
 use aistack_core::{Error, ErrorKind};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -18,10 +21,8 @@ pub struct ErrorBody {
 /// What went wrong, in a stable shape.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// A stable snake_case code: `invalid_input`, `not_found`, `conflict`, `unauthorized`,
-    /// `payload_too_large`, `unsupported_media_type`, `method_not_allowed`, `overloaded`,
-    /// `unavailable`, `timeout` or `internal`.
-    pub code: String,
+    /// A stable snake_case code, one of the table's.
+    pub code: ErrorKind,
     /// A human-readable explanation; never a stack trace or a backend's own message.
     pub message: String,
     /// A unique id of this error, also logged with its details.
@@ -31,84 +32,90 @@ pub struct ErrorDetail {
 /// An error on its way to becoming a response.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    kind: ErrorKind,
     message: String,
+    /// When the client may retry, if it should.
+    retry_after: Option<Duration>,
     /// The full source chain, for the log only.
     detail: Option<String>,
 }
 
-/// Seconds a client is asked to wait after a 429 or a 503.
-const RETRY_AFTER_SECS: &str = "1";
-
 impl ApiError {
-    /// An error with an explicit status, code and message (HTTP-level failures).
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error of `kind` (HTTP-level failures) with the table's status and retry hint.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            status,
-            code,
+            kind,
             message: message.into(),
+            retry_after: kind.retry_hint(),
             detail: None,
         }
     }
 
     /// A 400 `invalid_input`.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+        Self::new(ErrorKind::InvalidInput, message)
     }
 
     /// The 401 every authentication failure gets, whatever the reason.
     pub fn unauthorized() -> Self {
         Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorKind::Unauthorized,
             "a valid API key is required (Authorization: Bearer <key>)",
         )
     }
 
     /// A 404 for a path that no route serves.
     pub fn no_route() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        Self::new(ErrorKind::NotFound, "no such route")
+    }
+
+    /// A 405 for a route that does not take the request's method.
+    pub fn wrong_method() -> Self {
+        Self::new(
+            ErrorKind::MethodNotAllowed,
+            "this route does not accept that method",
+        )
     }
 
     /// A 429: too many requests at once.
     pub fn overloaded() -> Self {
         Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "overloaded",
+            ErrorKind::Overloaded,
             "the server is handling as many requests as it allows; retry shortly",
         )
     }
 
-    /// A 503 for a request that ran past the server's request deadline.
+    /// A 504 for a request that ran past the server's request deadline.
     pub fn request_timeout() -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            ErrorKind::Timeout,
             "the request did not finish within the server's request timeout",
         )
     }
-}
 
-/// The table: core error kind → status, code, and whether the message may be shown.
-fn classify(kind: ErrorKind) -> (StatusCode, &'static str, bool) {
-    match kind {
-        ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input", true),
-        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found", true),
-        ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict", true),
-        ErrorKind::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded", true),
-        ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", true),
-        ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout", true),
-        ErrorKind::Config | ErrorKind::Internal => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal", false)
-        }
+    /// The 413 for a body over `server.max_body_bytes`.
+    pub fn too_large() -> Self {
+        Self::new(
+            ErrorKind::PayloadTooLarge,
+            "the request body is larger than the server accepts (server.max_body_bytes)",
+        )
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The code the client sees.
+    pub fn code(&self) -> ErrorKind {
+        self.kind
     }
 }
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let (status, code, shown) = classify(e.kind());
-        let message = if shown {
+        let kind = e.kind();
+        let message = if kind.shows_message() {
             // The top-level message only: sources may carry backend text.
             e.to_string()
         } else {
@@ -116,8 +123,10 @@ impl From<Error> for ApiError {
         };
         // Details (the whole source chain) go to the log, keyed by the error id the body carries.
         Self {
+            kind: kind.public(),
+            message,
+            retry_after: e.retry_after(),
             detail: Some(e.chain()),
-            ..Self::new(status, code, message)
         }
     }
 }
@@ -125,47 +134,44 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let error_id = uuid::Uuid::new_v4().simple().to_string();
+        let status = self.status();
         let detail = self.detail;
-        if self.status.is_server_error() {
+        if status.is_server_error() {
             tracing::error!(
                 error_id = %error_id,
-                status = self.status.as_u16(),
-                code = self.code,
+                status = status.as_u16(),
+                code = self.kind.code(),
                 detail = detail.as_deref().unwrap_or(&self.message),
                 "request failed"
             );
         } else {
             tracing::info!(
                 error_id = %error_id,
-                status = self.status.as_u16(),
-                code = self.code,
+                status = status.as_u16(),
+                code = self.kind.code(),
                 message = %self.message,
                 "request refused"
             );
         }
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_string(),
+                code: self.kind,
                 message: self.message,
                 error_id,
             },
         };
-        let mut resp = (self.status, axum::Json(body)).into_response();
+        let mut resp = (status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
-        match self.status {
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                h.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECS),
-                );
-            }
-            StatusCode::UNAUTHORIZED => {
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"aistack\""),
-                );
-            }
-            _ => {}
+        if let Some(after) = self.retry_after {
+            // Whole seconds, rounded up: a client must not come back before the time is up.
+            let secs = after.as_millis().div_ceil(1000).max(1) as u64;
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"aistack\""),
+            );
         }
         resp
     }
@@ -175,8 +181,7 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
             JsonRejection::MissingJsonContentType(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorKind::UnsupportedMediaType,
                 "the body must be JSON, sent with Content-Type: application/json",
             ),
             JsonRejection::JsonSyntaxError(e) => {
@@ -186,19 +191,10 @@ impl From<JsonRejection> for ApiError {
                 "the body does not have the expected shape: {}",
                 inner_message(&e)
             )),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::too_large(),
             other => Self::invalid(format!("the body cannot be read: {}", other.body_text())),
         }
     }
-}
-
-/// The 413 for a body over `server.max_body_bytes`.
-pub fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        "the request body is larger than the server accepts (server.max_body_bytes)",
-    )
 }
 
 /// serde's own message (which names the field and position), without axum's prefix.
@@ -243,6 +239,7 @@ mod tests {
             (
                 Error::CircuitOpen {
                     name: "store".into(),
+                    retry_after: None,
                 },
                 503,
                 "unavailable",
@@ -261,14 +258,37 @@ mod tests {
                 "internal",
             ),
             (Error::config("k", "secret"), 500, "internal"),
+            (
+                Error::io(
+                    "/secret/path/log",
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+                ),
+                500,
+                "internal",
+            ),
         ];
         for (e, status, code) in cases {
             let api = ApiError::from(e);
-            assert_eq!(api.status.as_u16(), status);
-            assert_eq!(api.code, code);
+            assert_eq!(api.status().as_u16(), status);
+            assert_eq!(api.code().code(), code);
             if status == 500 {
                 assert!(!api.message.contains("secret"), "{}", api.message);
             }
         }
+    }
+
+    #[test]
+    fn retry_after_comes_from_the_breaker_when_it_knows() {
+        let open = ApiError::from(Error::CircuitOpen {
+            name: "store.pgvector".into(),
+            retry_after: Some(Duration::from_millis(7_200)),
+        });
+        let resp = open.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "8");
+        let busy = ApiError::overloaded().into_response();
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        let bad = ApiError::invalid("x").into_response();
+        assert!(bad.headers().get(header::RETRY_AFTER).is_none());
     }
 }

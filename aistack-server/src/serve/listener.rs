@@ -16,6 +16,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 /// Loads a rustls server config from PEM certificate-chain and key files.
@@ -30,7 +32,7 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> 
     };
     let cert_pem = read(cert, "cert")?;
     let key_pem = read(key, "key")?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::config("server.tls_cert", format!("bad PEM: {e}")))?;
     if certs.is_empty() {
@@ -39,14 +41,13 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> 
             format!("{} holds no certificate", cert.display()),
         ));
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| Error::config("server.tls_key", format!("bad PEM: {e}")))?
-        .ok_or_else(|| {
-            Error::config(
-                "server.tls_key",
-                format!("{} holds no private key", key.display()),
-            )
-        })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => Error::config(
+            "server.tls_key",
+            format!("{} holds no private key", key.display()),
+        ),
+        e => Error::config("server.tls_key", format!("bad PEM: {e}")),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

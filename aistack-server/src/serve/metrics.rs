@@ -1,21 +1,26 @@
 //! Prometheus metrics: request counters and latency histograms recorded per request, and the
-//! engine, cache, breaker and store figures read at scrape time.
+//! engine, cache, breaker and pool figures read at scrape time by a [`Collector`] that encodes
+//! the core's own monotonic counters as const metrics.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
+use aistack_core::cache::CacheStats;
+use aistack_core::embed::{EmbeddingEngine, ModelState};
+use aistack_core::ingest::Ingestor;
+use aistack_core::resilience::BreakerRegistry;
+use aistack_core::store::VectorStore;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
-
-use super::state::AppState;
+use tokio::sync::OnceCell;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -36,7 +41,7 @@ struct NameLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
-    cache: String,
+    cache: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -44,38 +49,180 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
 }
 
+/// The live sources the collector reads at each scrape.
+pub struct LiveSources {
+    /// The embeddings engine (model state, batcher and cache figures).
+    pub engine: Arc<EmbeddingEngine>,
+    /// The ingestor once built (search-cache figures).
+    pub ingestor: Arc<OnceCell<Arc<Ingestor>>>,
+    /// Every circuit breaker.
+    pub breakers: Arc<BreakerRegistry>,
+    /// The store, for its connection pool's figures.
+    pub store: Arc<dyn VectorStore>,
+}
+
+impl std::fmt::Debug for LiveSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSources").finish_non_exhaustive()
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// One labelled family of const metrics: `(labels, value)` rows under one descriptor.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, M)>,
+) -> std::fmt::Result {
+    let mut rows = rows.into_iter().peekable();
+    let Some((_, first)) = rows.peek() else {
+        return Ok(());
+    };
+    let mut d = e.encode_descriptor(name, help, None, first.metric_type())?;
+    for (labels, metric) in rows {
+        metric.encode(d.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for LiveSources {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let ready = matches!(self.engine.state(), ModelState::Ready);
+        gauge(
+            &mut e,
+            "model_ready",
+            "1 when the embedding model is ready, else 0",
+            ready as i64,
+        )?;
+        let mut caches: Vec<(&'static str, CacheStats)> = Vec::new();
+        if let Ok(embedder) = self.engine.embedder() {
+            let s = embedder.stats();
+            let b = s.batcher;
+            gauge(
+                &mut e,
+                "embed_queue_depth",
+                "Embedding requests admitted and not yet answered",
+                b.in_flight as i64,
+            )?;
+            counter(
+                &mut e,
+                "embed_rejected",
+                "Embedding requests refused because the queue was full",
+                b.rejected,
+            )?;
+            counter(&mut e, "embed_batches", "Forward passes run", b.batches)?;
+            counter(
+                &mut e,
+                "embed_sequences",
+                "Sequences embedded (batch size = sequences / batches)",
+                b.sequences,
+            )?;
+            counter(
+                &mut e,
+                "embed_padded_tokens",
+                "Padded tokens computed",
+                b.padded_tokens,
+            )?;
+            counter(&mut e, "embed_tokens", "Real tokens computed", b.tokens)?;
+            counter(
+                &mut e,
+                "embed_queue_wait_microseconds",
+                "Total time requests waited in the batching queue",
+                b.queue_wait_us,
+            )?;
+            caches.push(("embeddings", s.cache));
+        }
+        if let Some(i) = self.ingestor.get() {
+            caches.push(("search", i.cache_stats()));
+        }
+        let by_cache = |f: fn(&CacheStats) -> u64| {
+            caches
+                .iter()
+                .map(move |(cache, s)| (CacheLabels { cache }, f(s)))
+                .collect::<Vec<_>>()
+        };
+        let cc = |rows: Vec<(CacheLabels, u64)>| {
+            rows.into_iter()
+                .map(|(l, v)| (l, ConstCounter::new(v)))
+                .collect::<Vec<_>>()
+        };
+        family(&mut e, "cache_hits", "Cache hits", cc(by_cache(|s| s.hits)))?;
+        family(&mut e, "cache_misses", "Cache misses", cc(by_cache(|s| s.misses)))?;
+        family(
+            &mut e,
+            "cache_entries",
+            "Entries held",
+            by_cache(|s| s.entries)
+                .into_iter()
+                .map(|(l, v)| (l, ConstGauge::new(v as i64))),
+        )?;
+        let breakers = self.breakers.snapshot();
+        let name = |b: &aistack_core::resilience::BreakerSnapshot| NameLabels {
+            name: b.name.clone(),
+        };
+        family(
+            &mut e,
+            "breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            breakers
+                .iter()
+                .map(|b| (name(b), ConstGauge::new(b.state.as_gauge() as i64))),
+        )?;
+        family(
+            &mut e,
+            "breaker_rejected",
+            "Calls a breaker rejected without trying",
+            breakers
+                .iter()
+                .map(|b| (name(b), ConstCounter::new(b.rejected))),
+        )?;
+        family(
+            &mut e,
+            "breaker_failures",
+            "Calls that failed through a breaker",
+            breakers
+                .iter()
+                .map(|b| (name(b), ConstCounter::new(b.failures))),
+        )?;
+        if let Some(pool) = self.store.pool_stats() {
+            gauge(
+                &mut e,
+                "store_pool_connections",
+                "Open connections of the store's pool (pgvector)",
+                pool.size as i64,
+            )?;
+            gauge(
+                &mut e,
+                "store_pool_idle_connections",
+                "Idle connections of the store's pool (pgvector)",
+                pool.idle as i64,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric the server exports, registered once.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    model_ready: Gauge,
-    queue_depth: Gauge,
-    rejected: Counter,
-    batches: Counter,
-    sequences: Counter,
-    padded_tokens: Counter,
-    tokens: Counter,
-    queue_wait_us: Counter,
-    cache_hits: Family<CacheLabels, Counter>,
-    cache_misses: Family<CacheLabels, Counter>,
-    cache_entries: Family<CacheLabels, Gauge>,
-    breaker_state: Family<NameLabels, Gauge>,
-    breaker_rejected: Family<NameLabels, Counter>,
-    breaker_failures: Family<NameLabels, Counter>,
     collections: Gauge,
-    pool_size: Gauge,
-    pool_idle: Gauge,
-}
-
-/// Sets a counter read from the core's own monotonic figure.
-fn set_counter(c: &Counter, v: u64) {
-    c.inner().store(v, Ordering::Relaxed);
 }
 
 impl Metrics {
-    /// All metrics, registered under `aistack_`.
-    pub fn new() -> Self {
+    /// All metrics, registered under `aistack_`, with `live` read at every scrape.
+    pub fn new(live: LiveSources) -> Self {
         let mut registry = Registry::with_prefix("aistack");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -91,95 +238,19 @@ impl Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
-        let mut m = Self {
+        let collections = Gauge::default();
+        registry.register(
+            "store_collections",
+            "Collections in the store",
+            collections.clone(),
+        );
+        registry.register_collector(Box::new(live));
+        Self {
             registry,
             requests,
             latency,
-            model_ready: Gauge::default(),
-            queue_depth: Gauge::default(),
-            rejected: Counter::default(),
-            batches: Counter::default(),
-            sequences: Counter::default(),
-            padded_tokens: Counter::default(),
-            tokens: Counter::default(),
-            queue_wait_us: Counter::default(),
-            cache_hits: Family::default(),
-            cache_misses: Family::default(),
-            cache_entries: Family::default(),
-            breaker_state: Family::default(),
-            breaker_rejected: Family::default(),
-            breaker_failures: Family::default(),
-            collections: Gauge::default(),
-            pool_size: Gauge::default(),
-            pool_idle: Gauge::default(),
-        };
-        let r = &mut m.registry;
-        r.register(
-            "model_ready",
-            "1 when the embedding model is ready, else 0",
-            m.model_ready.clone(),
-        );
-        r.register(
-            "embed_queue_depth",
-            "Embedding requests admitted and not yet answered",
-            m.queue_depth.clone(),
-        );
-        r.register(
-            "embed_rejected",
-            "Embedding requests refused because the queue was full",
-            m.rejected.clone(),
-        );
-        r.register("embed_batches", "Forward passes run", m.batches.clone());
-        r.register(
-            "embed_sequences",
-            "Sequences embedded (batch size = sequences / batches)",
-            m.sequences.clone(),
-        );
-        r.register(
-            "embed_padded_tokens",
-            "Padded tokens computed",
-            m.padded_tokens.clone(),
-        );
-        r.register("embed_tokens", "Real tokens computed", m.tokens.clone());
-        r.register(
-            "embed_queue_wait_microseconds",
-            "Total time requests waited in the batching queue",
-            m.queue_wait_us.clone(),
-        );
-        r.register("cache_hits", "Cache hits", m.cache_hits.clone());
-        r.register("cache_misses", "Cache misses", m.cache_misses.clone());
-        r.register("cache_entries", "Entries held", m.cache_entries.clone());
-        r.register(
-            "breaker_state",
-            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
-            m.breaker_state.clone(),
-        );
-        r.register(
-            "breaker_rejected",
-            "Calls a breaker rejected without trying",
-            m.breaker_rejected.clone(),
-        );
-        r.register(
-            "breaker_failures",
-            "Calls that failed through a breaker",
-            m.breaker_failures.clone(),
-        );
-        r.register(
-            "store_collections",
-            "Collections in the store",
-            m.collections.clone(),
-        );
-        r.register(
-            "store_pool_connections",
-            "Open connections of the store's pool (pgvector)",
-            m.pool_size.clone(),
-        );
-        r.register(
-            "store_pool_idle_connections",
-            "Idle connections of the store's pool (pgvector)",
-            m.pool_idle.clone(),
-        );
-        m
+            collections,
+        }
     }
 
     fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
@@ -197,70 +268,31 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Reads the live figures and renders everything in the OpenMetrics text format.
-    pub async fn render(&self, app: &AppState) -> String {
-        self.model_ready
-            .set(matches!(app.engine.state(), aistack_core::embed::ModelState::Ready) as i64);
-        if let Ok(e) = app.engine.embedder() {
-            let s = e.stats();
-            self.queue_depth.set(s.batcher.in_flight as i64);
-            set_counter(&self.rejected, s.batcher.rejected);
-            set_counter(&self.batches, s.batcher.batches);
-            set_counter(&self.sequences, s.batcher.sequences);
-            set_counter(&self.padded_tokens, s.batcher.padded_tokens);
-            set_counter(&self.tokens, s.batcher.tokens);
-            set_counter(&self.queue_wait_us, s.batcher.queue_wait_us);
-            self.cache_figures("embeddings", s.cache);
-        }
-        if let Some(i) = app.ingestor_if_ready() {
-            self.cache_figures("search", i.cache_stats());
-        }
-        for b in app.breakers.snapshot() {
-            let l = NameLabels {
-                name: b.name.clone(),
-            };
-            self.breaker_state
-                .get_or_create(&l)
-                .set(b.state.as_gauge() as i64);
-            set_counter(&self.breaker_rejected.get_or_create(&l), b.rejected);
-            set_counter(&self.breaker_failures.get_or_create(&l), b.failures);
-        }
-        if let Ok(list) = app.store.list_collections().await {
-            self.collections.set(list.len() as i64);
-        }
-        if let Some((size, idle)) = app.pool_stats() {
-            self.pool_size.set(size as i64);
-            self.pool_idle.set(idle as i64);
-        }
+    /// Records the number of collections (read from the store, which is async, by the caller).
+    pub fn set_collections(&self, n: usize) {
+        self.collections.set(n as i64);
+    }
+
+    /// Renders everything in the OpenMetrics text format.
+    pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-
-    fn cache_figures(&self, name: &str, s: aistack_core::cache::CacheStats) {
-        let l = CacheLabels {
-            cache: name.to_string(),
-        };
-        set_counter(&self.cache_hits.get_or_create(&l), s.hits);
-        set_counter(&self.cache_misses.get_or_create(&l), s.misses);
-        self.cache_entries.get_or_create(&l).set(s.entries as i64);
-    }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The route template a request matched (never its raw path), or `unmatched`.
+pub fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string())
 }
 
 /// Middleware: counts every request by its route template (not its raw path) and status.
-pub async fn record(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+pub async fn record(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = route_of(&req);
     let method = match req.method().as_str() {
         m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m,
         _ => "other",
@@ -268,7 +300,7 @@ pub async fn record(State(app): State<Arc<AppState>>, req: Request, next: Next) 
     .to_string();
     let started = Instant::now();
     let resp = next.run(req).await;
-    app.metrics.observe(
+    metrics.observe(
         &route,
         &method,
         resp.status().as_u16(),

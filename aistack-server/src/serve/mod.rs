@@ -1,14 +1,18 @@
 //! `aistack serve`: the HTTP API over aistack-core, hardened (auth, TLS, limits, timeouts,
 //! request ids, metrics, graceful shutdown). HTTP concerns only; the logic lives in the core.
 
-pub mod api;
-pub mod app;
 pub mod auth;
 pub mod error;
 pub mod listener;
 pub mod metrics;
-pub mod ops;
+pub mod openapi;
+pub mod router;
+pub mod routes;
 pub mod state;
+pub mod types;
+
+pub use router::router;
+pub use state::AppState;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,8 +104,9 @@ pub async fn run(args: ServeArgs, mut settings: Settings) -> Result<()> {
 
     let engine = EmbeddingEngine::start(settings.embed.clone(), settings.cache.clone());
     let breakers = Arc::new(BreakerRegistry::new());
-    let opened = args.store.open_parts().await?;
-    let shared = args.store.is_shared();
+    let store_config = args.store.config()?;
+    let shared = store_config.is_shared();
+    let opened = store_config.open().await?;
     let store: Arc<dyn VectorStore> = if shared {
         let breaker = breakers.get_or_create(
             &format!("store.{}", opened.store.backend()),
@@ -115,10 +120,14 @@ pub async fn run(args: ServeArgs, mut settings: Settings) -> Result<()> {
     } else {
         opened.store.clone()
     };
-    let mut state = state::AppState::new(engine, store, breakers, settings.clone(), shared);
-    state.pg = opened.pg.clone();
-    let state = Arc::new(state);
-    let router = app::router(state.clone(), keys);
+    let state = Arc::new(AppState::new(
+        engine,
+        store,
+        breakers,
+        settings.clone(),
+        shared,
+    ));
+    let router = router(state.clone(), keys);
 
     let listener = tokio::net::TcpListener::bind(settings.server.bind)
         .await

@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use aistack_core::config::Settings;
 use aistack_core::embed::{Embedder, EmbeddingEngine};
 use aistack_core::ingest::Ingestor;
 use aistack_core::resilience::BreakerRegistry;
-use aistack_core::store::{PgVectorStore, VectorStore};
+use aistack_core::store::VectorStore;
 use aistack_core::Result;
 use tokio::sync::OnceCell;
 
-use super::metrics::Metrics;
+use super::metrics::{LiveSources, Metrics};
+use aistack_core::config::Settings;
 
 /// Shared state of the server.
 pub struct AppState {
@@ -24,14 +24,10 @@ pub struct AppState {
     /// All settings.
     pub settings: Settings,
     /// Prometheus metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Whether the store is shared with other processes (then searches are not cached here).
     pub shared_store: bool,
-    /// The PostgreSQL store under `store`, for pool figures.
-    pub pg: Option<Arc<PgVectorStore>>,
-    /// The OpenAPI document for this configuration, served at `/openapi.json`.
-    pub openapi: String,
-    ingestor: OnceCell<Arc<Ingestor>>,
+    ingestor: Arc<OnceCell<Arc<Ingestor>>>,
 }
 
 impl AppState {
@@ -43,16 +39,21 @@ impl AppState {
         settings: Settings,
         shared_store: bool,
     ) -> Self {
+        let ingestor = Arc::new(OnceCell::new());
+        let metrics = Arc::new(Metrics::new(LiveSources {
+            engine: engine.clone(),
+            ingestor: ingestor.clone(),
+            breakers: breakers.clone(),
+            store: store.clone(),
+        }));
         Self {
-            openapi: super::ops::openapi_document(&settings.server),
             engine,
             store,
             breakers,
             settings,
-            metrics: Metrics::new(),
+            metrics,
             shared_store,
-            pg: None,
-            ingestor: OnceCell::new(),
+            ingestor,
         }
     }
 
@@ -79,15 +80,5 @@ impl AppState {
         if let Some(i) = self.ingestor.get() {
             i.invalidate(collection);
         }
-    }
-
-    /// Open and idle connections of the PostgreSQL pool, when the store is pgvector.
-    pub fn pool_stats(&self) -> Option<(u32, usize)> {
-        self.pg.as_ref().map(|p| p.pool_stats())
-    }
-
-    /// The ingestor if it exists (for metrics).
-    pub fn ingestor_if_ready(&self) -> Option<&Arc<Ingestor>> {
-        self.ingestor.get()
     }
 }

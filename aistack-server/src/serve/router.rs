@@ -1,5 +1,6 @@
-//! The router and its layers: request ids, panics caught as JSON, tracing, metrics, auth, body
-//! limits, and (on API routes) a request timeout and a concurrency limit that sheds load as 429.
+//! The router and its layers, read top to bottom in one `ServiceBuilder`: request ids, panics
+//! caught as JSON, tracing, metrics, auth, body limits, and (on API routes) a request timeout and
+//! a concurrency limit that sheds load as 429.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::Response as HttpResponse;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -23,8 +24,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::auth::{ApiKeys, RequireKey};
 use super::error::ApiError;
+use super::metrics;
+use super::openapi::openapi_document;
+use super::routes::{collections, openai, ops, tei};
 use super::state::AppState;
-use super::{api, metrics, ops};
 
 /// The request-id header: taken from the request when well-formed, else generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -37,7 +40,7 @@ pub fn well_formed_request_id(v: &HeaderValue) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
 }
 
-async fn drop_malformed_request_id(mut req: Request) -> Request {
+fn drop_malformed_request_id(mut req: Request) -> Request {
     let bad = req
         .headers()
         .get_all(&REQUEST_ID)
@@ -73,11 +76,7 @@ async fn no_route() -> ApiError {
 }
 
 async fn wrong_method() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not accept that method",
-    )
+    ApiError::wrong_method()
 }
 
 /// The paths that answer without an API key, given the settings.
@@ -92,19 +91,22 @@ fn public_paths(app: &AppState) -> Vec<&'static str> {
     p
 }
 
-/// The span of one request. It carries the request id, and continues the caller's trace when
-/// the request has a W3C `traceparent` (for OpenTelemetry export).
+/// The span of one request, named by its route template (`POST /v1/collections/{name}/search`,
+/// as OpenTelemetry's HTTP conventions ask, so names stay few). It carries the request id, and
+/// continues the caller's trace when the request has a W3C `traceparent`.
 fn request_span(req: &Request) -> tracing::Span {
     let id = req
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let route = metrics::route_of(req);
     let span = tracing::info_span!(
         "request",
-        otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
+        otel.name = %format_args!("{} {}", req.method(), route),
         otel.kind = "server",
         method = %req.method(),
+        route = %route,
         path = %req.uri().path(),
         request_id = %id,
         http.response.status_code = tracing::field::Empty,
@@ -153,50 +155,60 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
         .layer(GlobalConcurrencyLimitLayer::new(s.max_concurrent_requests))
         .timeout(Duration::from_millis(s.request_timeout_ms));
     let api = Router::new()
-        .route("/v1/embeddings", post(api::embeddings))
-        .route("/embed", post(api::tei_embed))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/embed", post(tei::tei_embed))
         .route(
             "/v1/collections",
-            get(api::list_collections).post(api::create_collection),
+            get(collections::list_collections).post(collections::create_collection),
         )
         .route(
             "/v1/collections/{name}",
-            get(api::get_collection).delete(api::drop_collection),
+            get(collections::get_collection).delete(collections::drop_collection),
         )
-        .route("/v1/collections/{name}/documents", post(api::ingest))
+        .route(
+            "/v1/collections/{name}/documents",
+            post(collections::ingest),
+        )
         .route(
             "/v1/collections/{name}/documents/{id}",
-            delete(api::delete_document),
+            delete(collections::delete_document),
         )
-        .route("/v1/collections/{name}/search", post(api::search))
+        .route("/v1/collections/{name}/search", post(collections::search))
         .route_layer(guarded);
+    let document: Arc<str> = openapi_document(s).into();
     let ops = Router::new()
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi_json))
+        .route(
+            "/openapi.json",
+            get(move || ops::openapi_json(document.clone())),
+        )
         .route("/docs", get(ops::docs));
     let require = RequireKey::new(keys, public_paths(&app));
-    api.merge(ops)
-        .fallback(no_route)
-        .method_not_allowed_fallback(wrong_method)
-        .layer(DefaultBodyLimit::max(s.max_body_bytes))
-        .layer(ValidateRequestHeaderLayer::custom(require))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            metrics::record,
-        ))
+    // Outermost first: each request passes these top to bottom, its response bottom to top.
+    let layers = ServiceBuilder::new()
+        .map_request(drop_malformed_request_id)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_response(RecordStatus(DefaultOnResponse::new().level(Level::INFO))),
         )
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            axum::http::header::AUTHORIZATION,
-        ]))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(axum::middleware::map_request(drop_malformed_request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            app.metrics.clone(),
+            metrics::record,
+        ))
+        .layer(ValidateRequestHeaderLayer::custom(require))
+        .layer(DefaultBodyLimit::max(s.max_body_bytes));
+    api.merge(ops)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(layers)
         .with_state(app)
 }
 

@@ -5,7 +5,7 @@ use std::io::BufRead;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use aistack_core::{Error, Result};
 
 /// One input record.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,7 +158,7 @@ mod tests {
                 }
             };
             assert!(err.to_string().contains(want), "{err} / {want}");
-            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+            assert_eq!(err.kind(), aistack_core::ErrorKind::InvalidInput);
         }
     }
 

@@ -1,0 +1,112 @@
+//! The OpenAI-compatible embeddings route.
+
+use std::sync::Arc;
+
+use aistack_core::embed::{Embedder, InputKind};
+use aistack_core::ErrorKind;
+use axum::extract::State;
+use axum::Json;
+use base64::Engine as _;
+
+use super::{ApiJson, ApiResult};
+use crate::serve::error::{ApiError, ErrorBody};
+use crate::serve::state::AppState;
+use crate::serve::types::openai::{
+    Embedding, EmbeddingItem, EmbeddingsRequest, EmbeddingsResponse, Usage,
+};
+
+fn model_matches(asked: &str, served: &[&str]) -> bool {
+    let short = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    served
+        .iter()
+        .any(|m| asked == *m || short(asked) == short(m))
+}
+
+/// OpenAI-compatible embeddings.
+#[utoipa::path(post, path = "/v1/embeddings", request_body = EmbeddingsRequest,
+    responses((status = 200, body = EmbeddingsResponse), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+pub async fn embeddings(
+    State(app): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<EmbeddingsRequest>,
+) -> ApiResult<Json<EmbeddingsResponse>> {
+    let texts = req.input.into_openai_texts().await?;
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "encoding_format must be \"float\" or \"base64\", got {other:?}"
+            )))
+        }
+    };
+    let embedder = app.engine.embedder()?;
+    let info = embedder.info();
+    let served = app
+        .settings
+        .server
+        .model_name
+        .clone()
+        .unwrap_or_else(|| info.model_id.clone());
+    if let Some(m) = &req.model {
+        if !model_matches(m, &[&served, &info.model_id, app.engine.model_spec()]) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("model {m:?} is not served here; this server serves {served:?}"),
+            ));
+        }
+    }
+    if let Some(d) = req.dimensions {
+        if d != info.dims as u64 {
+            return Err(ApiError::invalid(format!(
+                "dimensions={d} is not supported: the model's embeddings have {} dimensions",
+                info.dims
+            )));
+        }
+    }
+    let vectors = embedder.embed(&texts, InputKind::Plain).await?;
+    let tokens: usize = embedder.count_tokens(&texts)?.iter().sum();
+    let data = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| EmbeddingItem {
+            object: "embedding",
+            index,
+            embedding: if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Embedding::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                Embedding::Float(v)
+            },
+        })
+        .collect();
+    Ok(Json(EmbeddingsResponse {
+        object: "list",
+        data,
+        model: served,
+        usage: Usage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_match_by_id_or_short_name() {
+        let served = [
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "/models/all-MiniLM-L6-v2",
+        ];
+        assert!(model_matches("all-MiniLM-L6-v2", &served));
+        assert!(model_matches(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            &served
+        ));
+        assert!(!model_matches("text-embedding-3-small", &served));
+    }
+}

@@ -1,0 +1,155 @@
+//! Collections, documents and search (`/v1/collections/...`).
+
+use aistack_core::ingest::DocHit;
+use aistack_core::store::CollectionInfo;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// `POST /v1/collections` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollection {
+    /// 1 to 64 ASCII letters, digits, `_` or `-`, starting with a letter or digit.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+    pub name: String,
+    /// Vector dimensions; defaults to the model's.
+    #[schema(minimum = 1, maximum = 65536)]
+    pub dims: Option<usize>,
+    /// `cosine` (default), `dot` or `l2`.
+    #[schema(pattern = "^(cosine|dot|l2)$")]
+    pub metric: Option<String>,
+}
+
+/// A collection as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CollectionView {
+    /// Its name.
+    pub name: String,
+    /// Vector dimensions.
+    pub dims: usize,
+    /// `cosine`, `dot` or `l2`.
+    pub metric: String,
+    /// Records (chunks) held.
+    pub count: u64,
+}
+
+impl From<CollectionInfo> for CollectionView {
+    fn from(c: CollectionInfo) -> Self {
+        Self {
+            name: c.spec.name,
+            dims: c.spec.dims,
+            metric: c.spec.metric.as_str().to_string(),
+            count: c.count,
+        }
+    }
+}
+
+/// `GET /v1/collections` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionList {
+    /// Every collection.
+    pub collections: Vec<CollectionView>,
+}
+
+/// `DELETE /v1/collections/{name}` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    /// Whether something was deleted.
+    pub deleted: bool,
+    /// Records removed, where counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+}
+
+/// One document to ingest.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentIn {
+    /// Unique within the collection; re-sending an id replaces that document.
+    #[schema(min_length = 1, max_length = 400)]
+    pub id: String,
+    /// The text (not blank); it is split into chunks that fit the model.
+    #[schema(min_length = 1, pattern = "\\S")]
+    pub text: String,
+    /// Filterable metadata (keys starting with `_` are reserved).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+}
+
+/// `POST /v1/collections/{name}/documents` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestRequest {
+    /// The documents; all are checked before any is written.
+    #[schema(min_items = 1)]
+    pub documents: Vec<DocumentIn>,
+}
+
+/// What an ingest did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IngestResult {
+    /// Documents written.
+    pub documents: usize,
+    /// Chunks written.
+    pub chunks: usize,
+    /// Stale chunks of replaced documents removed.
+    pub removed: u64,
+}
+
+/// Chunks, embeds and upserts documents (idempotent by id). The collection is created (cosine,
+/// `POST /v1/collections/{name}/search` request: exactly one of `query` and `vector`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    /// Text to search for (embedded as a query).
+    #[schema(min_length = 1, pattern = "\\S")]
+    pub query: Option<String>,
+    /// A query vector with the collection's dimensions.
+    #[schema(min_items = 1)]
+    pub vector: Option<Vec<f32>>,
+    /// Hits wanted (default 10; at most `server.max_search_k`).
+    #[schema(minimum = 1)]
+    pub k: Option<usize>,
+    /// A metadata filter in the JSON filter language (`$eq`, `$in`, `$and`, ...).
+    #[schema(value_type = Object)]
+    pub filter: Option<Value>,
+    /// Only hits scoring at least this.
+    pub min_score: Option<f32>,
+}
+
+/// One search hit: a chunk of a document.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchHit {
+    /// The chunk's id (`{document id}#{chunk index}`).
+    pub id: String,
+    /// The document it belongs to.
+    pub document_id: String,
+    /// Higher is better.
+    pub score: f32,
+    /// The chunk's text.
+    pub text: String,
+    /// The document's metadata.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+}
+
+impl From<&DocHit> for SearchHit {
+    fn from(h: &DocHit) -> Self {
+        Self {
+            id: h.id.clone(),
+            document_id: h.document_id.clone(),
+            score: h.score,
+            text: h.text.clone(),
+            metadata: h.metadata.clone(),
+        }
+    }
+}
+
+/// `POST /v1/collections/{name}/search` response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchResult {
+    /// Best first.
+    pub hits: Vec<SearchHit>,
+}
