@@ -45,7 +45,7 @@ pub struct OpenStore {
     /// The store.
     pub store: Arc<dyn VectorStore>,
     /// The embedded store, when that is the backend.
-    pub embedded: Option<Arc<EmbeddedStore>>,
+    pub embedded: Option<EmbeddedStore>,
     /// The PostgreSQL store, when that is the backend.
     pub pg: Option<Arc<PgVectorStore>>,
 }
