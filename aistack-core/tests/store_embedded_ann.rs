@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aistack_core::store::{
@@ -117,7 +116,7 @@ async fn wait_ready(store: &EmbeddedStore, name: &str) -> usize {
 }
 
 async fn search_ids(
-    store: &Arc<EmbeddedStore>,
+    store: &EmbeddedStore,
     q: &[f32],
     k: usize,
     filter: Option<Filter>,
@@ -357,7 +356,7 @@ async fn compaction_renumbers_the_index_consistently() {
         }
     }
     assert!(compacted, "the log was never compacted");
-    let check = |store: Arc<EmbeddedStore>, vectors: Vec<Vec<f32>>, live: Vec<usize>| async move {
+    let check = |store: EmbeddedStore, vectors: Vec<Vec<f32>>, live: Vec<usize>| async move {
         match store.index_status("c").unwrap() {
             IndexStatus::Ready { indexed, .. } => assert_eq!(indexed, live.len()),
             other => panic!("expected a ready index, got {other:?}"),
