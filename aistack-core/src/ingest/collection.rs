@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::{CHUNK_KEY, DOC_KEY, TEXT_KEY};
 use crate::embed::{embed_all, embed_query, Embedder, InputKind, GROUPS_IN_FLIGHT};
 use crate::error::{Error, Result};
-use crate::store::{CollectionSpec, Filter, Metric, Record, SearchRequest, VectorStore};
+use crate::store::{CollectionSpec, Filter, Metric, Record, VectorStore};
 
 /// One result of [`TextCollection::query`].
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,8 @@
 //! the slots the log changed after that position.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, RwLock};
+
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -167,9 +168,9 @@ impl Permits {
     }
 
     fn take(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = self.free.lock();
         while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+            self.freed.wait(&mut free);
         }
         *free -= 1;
         Permit(self)
@@ -178,7 +179,7 @@ impl Permits {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        *self.0.free.lock() += 1;
         self.0.freed.notify_one();
     }
 }
@@ -237,8 +238,8 @@ impl Ann {
         })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, Index> {
+        self.index.read()
     }
 
     /// Live vectors in the index.
@@ -256,7 +257,7 @@ impl Ann {
         if need <= self.read().capacity() {
             return Ok(());
         }
-        let index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let index = self.index.write();
         let cap = index.capacity();
         if need > cap {
             index
@@ -336,7 +337,7 @@ impl Ann {
 
     /// Moves each `(from, to)` key, in order (compaction renumbers slots).
     pub fn rename(&self, moves: &[(usize, usize)]) -> Result<()> {
-        let index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let index = self.index.write();
         for &(from, to) in moves {
             index
                 .rename(from as u64, to as u64)

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
 
 use super::ann::{discard_checkpoint, Ann, AnnConfig};
 use super::log::{sync_dir, FramePos, LogWriter};
@@ -106,7 +108,7 @@ impl Inner {
     /// is not an error.
     pub(super) fn create(&self, spec: &CollectionSpec, exist_ok: bool) -> Result<()> {
         spec.validate()?;
-        let mut map = self.collections.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.collections.write();
         if let Some(existing) = map.get(&spec.name) {
             if exist_ok && existing.spec == *spec {
                 return Ok(());
@@ -142,11 +144,11 @@ impl Inner {
     /// Drops the collection `name`: its folder is renamed away (then removed) under its writer
     /// lock, so no write lands after it; `false` when there is no such collection.
     pub(super) fn drop_collection(&self, name: &str) -> Result<bool> {
-        let mut map = self.collections.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.collections.write();
         let Some(c) = map.get(name).cloned() else {
             return Ok(false);
         };
-        let mut w = c.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = c.writer.lock();
         let cdir = collections_dir(&self.root);
         let trash = cdir.join(format!(".drop-{name}-{}", std::process::id()));
         std::fs::rename(&c.dir, &trash).map_err(|e| Error::io(c.dir.display().to_string(), e))?;
@@ -162,7 +164,7 @@ impl Inner {
 
     /// Saves every index checkpoint that is behind its log.
     fn flush(&self) {
-        let map = self.collections.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.collections.read();
         map.values().for_each(|c| c.flush());
     }
 }
@@ -173,8 +175,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let map = self
             .collections
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner());
+            .get_mut();
         for c in map.values() {
             c.closing.store(true, Ordering::Relaxed);
             c.flush();
@@ -280,7 +281,7 @@ impl Collection {
 
     /// Saves the index checkpoint if records changed since the last one.
     fn flush(&self) {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.writer.lock();
         if w.dropped || w.dirty == 0 {
             return;
         }

@@ -26,8 +26,10 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
 
 use async_trait::async_trait;
 
@@ -96,13 +98,13 @@ struct Collection {
 
 impl Collection {
     /// The records, for reading.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, State> {
+        self.state.read()
     }
 
     /// The index state (status transitions happen under the writer lock).
-    fn ann_state(&self) -> std::sync::MutexGuard<'_, AnnState> {
-        self.ann.lock().unwrap_or_else(|p| p.into_inner())
+    fn ann_state(&self) -> parking_lot::MutexGuard<'_, AnnState> {
+        self.ann.lock()
     }
 
     /// The index, when it is ready.
@@ -161,7 +163,6 @@ impl Inner {
     fn get_collection(&self, name: &str) -> Result<Arc<Collection>> {
         self.collections
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
             .ok_or_else(|| Error::NotFound {

@@ -17,7 +17,7 @@ impl EmbeddedStore {
 impl Inner {
     /// Every collection with its record count.
     pub(super) fn list(&self) -> Vec<CollectionInfo> {
-        let map = self.collections.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.collections.read();
         map.values().map(|c| c.info()).collect()
     }
 }

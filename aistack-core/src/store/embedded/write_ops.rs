@@ -66,7 +66,7 @@ impl Collection {
     /// collection.
     pub(super) fn write(self: &Arc<Self>, op: Op) -> Result<()> {
         let payload = encode(&op, self.spec.dims)?;
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.writer.lock();
         if w.dropped {
             return Err(Error::NotFound {
                 what: format!("collection {:?}", self.spec.name),
@@ -74,7 +74,7 @@ impl Collection {
         }
         w.log.append(&payload)?;
         let (touched, live) = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.state.write();
             let touched = state.apply(op);
             (touched, state.len())
         };
@@ -158,7 +158,7 @@ impl Collection {
                     Ok(false) => {}
                     Err(e) => {
                         tracing::error!(collection = %me.spec.name, error = %e, "index build failed; searches scan exactly");
-                        let mut w = me.writer.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut w = me.writer.lock();
                         w.build_failed = true;
                         *me.ann_state() = AnnState::Off;
                     }
@@ -166,7 +166,7 @@ impl Collection {
             });
         if let Err(e) = spawned {
             tracing::error!(collection = %self.spec.name, error = %e, "cannot start the index build");
-            let _ = self.writer.lock().map(|mut w| w.build_failed = true);
+            self.writer.lock().build_failed = true;
             *self.ann_state() = AnnState::Off;
         }
     }
@@ -199,7 +199,7 @@ impl Collection {
                 .collect();
             ann.upsert(&items)?;
         }
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.writer.lock();
         let mut st = self.ann_state();
         if w.dropped || self.closing.load(Ordering::Relaxed) {
             *st = AnnState::Off;
@@ -262,7 +262,6 @@ impl Collection {
         let moves = self
             .state
             .write()
-            .unwrap_or_else(|p| p.into_inner())
             .renumber();
         if let Some(ann) = ann {
             match ann.rename(&moves) {

@@ -51,8 +51,7 @@ pub async fn embeddings(
     if let Some(m) = &req.model {
         if !model_matches(m, &[&served, &info.model_id, app.engine.model_spec()]) {
             return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorKind::NotFound,
                 format!("model {m:?} is not served here; this server serves {served:?}"),
             ));
         }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aistack_core::embed::{Embedder, InputKind, Norm};
+use aistack_core::embed::{InputKind, Norm};
 use axum::extract::State;
 use axum::Json;
 
