@@ -1,8 +1,6 @@
 //! The engine's behaviour through the public API, with the real model: loading states,
 //! validation, admission, timeouts, caching and batching.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +9,7 @@ use aistack_core::embed::{
     Embedder, EmbeddingEngine, InputKind, ModelFiles, ModelState, Norm, SentenceModel,
 };
 use aistack_core::ErrorKind;
-use common::{cosine, model_dir, reference};
+use aistack_testing::{cosine, model_dir, reference};
 
 fn settings() -> EmbedSettings {
     EmbedSettings {

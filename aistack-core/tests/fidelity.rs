@@ -1,13 +1,11 @@
 //! Our embeddings match sentence-transformers' for every reference line, alone and in batches
 //! mixed with long texts, on one thread and on several.
 
-mod common;
-
 use std::sync::Arc;
 
 use aistack_core::config::{CacheSettings, EmbedSettings};
 use aistack_core::embed::{Embedder, EmbeddingEngine, InputKind, ModelFiles, SentenceModel};
-use common::{cosine, model_dir, reference};
+use aistack_testing::{cosine, model_dir, reference};
 
 const MIN_COSINE: f64 = 0.9999;
 

@@ -1,17 +1,15 @@
 //! Ingestion and text search with the real model, on the embedded store and on pgvector:
 //! chunking, re-import without orphans, delete, filters, cache invalidation, refused input.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use aistack_core::config::{CacheSettings, EmbedSettings};
 use aistack_core::embed::{Embedder, EmbeddingEngine, ModelEmbedder};
 use aistack_core::ingest::{Document, Ingestor, DOC_KEY};
-use aistack_core::store::{EmbeddedStore, Filter, PgConfig, PgVectorStore, VectorStore};
+use aistack_core::store::{EmbeddedStore, Filter, VectorStore};
 use aistack_core::ErrorKind;
-use common::{model_dir, reference};
+use aistack_testing::{model_dir, reference};
 use serde_json::{json, Value};
 
 async fn embedder() -> Arc<ModelEmbedder> {
@@ -208,9 +206,11 @@ async fn ingest_and_search_on_the_embedded_store() {
     exercise(store, "docs").await;
 }
 
+#[cfg(feature = "pgvector")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_search_on_pgvector() {
-    let dsn = common::pg_dsn();
+    use aistack_core::store::{PgConfig, PgVectorStore};
+    let dsn = aistack_testing::pg_dsn();
     let store: Arc<dyn VectorStore> =
         Arc::new(PgVectorStore::connect(PgConfig::new(dsn)).await.unwrap());
     exercise(store, &format!("ingest{}", std::process::id())).await;

@@ -2,7 +2,6 @@
 //! suite, and two stateless clients sharing one database. The server is `AISTACK_TEST_PG_DSN`, or
 //! the one `scripts/pg-test-server` starts.
 
-mod common;
 mod conformance;
 
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use aistack_core::ErrorKind;
 use serde_json::Map;
 
 async fn store() -> PgVectorStore {
-    PgVectorStore::connect(PgConfig::new(common::pg_dsn()))
+    PgVectorStore::connect(PgConfig::new(aistack_testing::pg_dsn()))
         .await
         .expect("connect")
 }

@@ -1,13 +1,10 @@
 //! `aistack embed` as users and scripts run it: JSON lines in, JSON lines out, in order, and bad
 //! input named by its line number.
 
-#[path = "../../aistack-core/tests/common/mod.rs"]
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{cosine, model_dir, reference};
+use aistack_testing::{cosine, model_dir, reference};
 
 fn run_embed(input: &[u8], extra: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aistack"))

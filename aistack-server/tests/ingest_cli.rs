@@ -1,16 +1,13 @@
 //! `aistack ingest` and `aistack search` as a user runs them, and an ingest killed with SIGKILL:
 //! every document reported as stored is there in full after a restart.
 
-#[path = "../../aistack-core/tests/common/mod.rs"]
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use aistack_core::store::{EmbeddedStore, Filter, VectorStore};
-use common::model_dir;
+use aistack_testing::model_dir;
 use serde_json::{json, Value};
 
 fn aistack(args: &[&str]) -> Output {
@@ -204,7 +201,7 @@ fn ingest_and_search_on_pgvector_and_qdrant() {
         "{\"id\": \"tea\", \"text\": \"Green tea is brewed from unoxidized leaves.\", \"metadata\": {\"year\": 2021}}\n{\"id\": \"wine\", \"text\": \"Wine is fermented grape juice.\", \"metadata\": {\"year\": 2010}}\n",
     )
     .unwrap();
-    let dsn = common::pg_dsn();
+    let dsn = aistack_testing::pg_dsn();
     let mut backends = vec![vec!["--store", "pgvector", "--dsn", dsn.as_str()]];
     let qdrant = std::env::var("QDRANT_URL").unwrap_or_default();
     if qdrant.is_empty() {

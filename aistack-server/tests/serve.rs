@@ -1,8 +1,5 @@
 //! `aistack serve` end to end: the real binary on loopback with the real model, driven over HTTP.
 
-#[path = "../../aistack-core/tests/common/mod.rs"]
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -10,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aistack_testing::{cosine, model_dir, reference};
 use base64::Engine as _;
-use common::{cosine, model_dir, reference};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

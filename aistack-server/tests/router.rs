@@ -1,0 +1,550 @@
+//! The router in-process (`tower::ServiceExt::oneshot`, no socket): auth, the error table's
+//! statuses and bodies, request ids, limits, metrics and the OpenAPI document, over a small
+//! real BERT model written by the test and a temporary embedded store. Runs in seconds; the
+//! end-to-end tests in `serve.rs` keep what needs the real binary, network or model.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aistack_core::config::Settings;
+use aistack_core::embed::EmbeddingEngine;
+use aistack_core::resilience::{BreakerConfig, BreakerRegistry, RetryPolicy};
+use aistack_core::store::{EmbeddedStore, ResilientStore, VectorStore};
+use aistack_core::{Error, ErrorKind};
+use aistack_server::serve::auth::ApiKeys;
+use aistack_server::serve::{router, AppState};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const KEY: &str = "test-key-0123456789abcdef";
+
+/// A router over the tiny model and a fresh embedded store, with `tune` applied to the settings.
+struct App {
+    router: Router,
+    state: Arc<AppState>,
+    _dir: tempfile::TempDir,
+}
+
+async fn app_with(
+    tune: impl FnOnce(&mut Settings),
+    keys: Option<&str>,
+    wrap: impl FnOnce(Arc<dyn VectorStore>, &BreakerRegistry) -> Arc<dyn VectorStore>,
+) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let model = aistack_testing::tiny_model(&dir.path().join("model"));
+    let mut settings = Settings::default();
+    settings.embed.model = model.display().to_string();
+    tune(&mut settings);
+    let engine = EmbeddingEngine::start(settings.embed.clone(), settings.cache.clone());
+    engine
+        .wait_ready(Some(Duration::from_secs(30)))
+        .await
+        .expect("the tiny model loads");
+    let store = EmbeddedStore::open(dir.path().join("data")).await.unwrap();
+    let breakers = Arc::new(BreakerRegistry::new());
+    let store = wrap(Arc::new(store), &breakers);
+    let state = Arc::new(AppState::new(engine, store, breakers, settings, false));
+    let keys = keys.map(|k| ApiKeys::parse(k).unwrap());
+    App {
+        router: router(state.clone(), keys),
+        state,
+        _dir: dir,
+    }
+}
+
+async fn app(tune: impl FnOnce(&mut Settings)) -> App {
+    app_with(tune, None, |s, _| s).await
+}
+
+/// A response, read whole.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Checks the one error shape and returns the code.
+    fn error_code(&self, status: u16) -> String {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text());
+        assert!(self.headers.contains_key("x-request-id"));
+        assert_eq!(self.headers["content-type"], "application/json");
+        let v = self.json();
+        let e = &v["error"];
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert_eq!(e["error_id"].as_str().unwrap().len(), 32, "{v}");
+        e["code"].as_str().unwrap().to_string()
+    }
+}
+
+async fn send(app: &App, req: Request<Body>) -> Reply {
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+fn req(method: Method, path: &str) -> axum::http::request::Builder {
+    Request::builder().method(method).uri(path)
+}
+
+fn post_json(path: &str, body: Value) -> Request<Body> {
+    req(Method::POST, path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn post_raw(path: &str, body: impl Into<Body>, content_type: &str) -> Request<Body> {
+    req(Method::POST, path)
+        .header("content-type", content_type)
+        .body(body.into())
+        .unwrap()
+}
+
+fn get(path: &str) -> Request<Body> {
+    req(Method::GET, path).body(Body::empty()).unwrap()
+}
+
+/// A request whose body never finishes arriving: it holds its handler (and its slot) open.
+fn never_ending(path: &str) -> Request<Body> {
+    let stream = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+    post_raw(path, Body::from_stream(stream), "application/json")
+}
+
+#[tokio::test]
+async fn bad_input_gets_json_4xx_and_changes_nothing() {
+    let a = app(|s| s.server.max_body_bytes = 65536).await;
+    let r = send(
+        &a,
+        post_json(
+            "/v1/collections/docs/documents",
+            json!({"documents": [{"id": "a", "text": "Cats purr.", "metadata": {"n": 1}}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let docs = "/v1/collections/docs/documents";
+    let cases: Vec<(Request<Body>, u16, &str)> = vec![
+        (
+            post_raw(docs, "{not json", "application/json"),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_raw(docs, "{\"documents\": 3}", "application/json"),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_raw(
+                docs,
+                b"{\"documents\":[{\"id\":\"b\",\"text\":\"\xff\xfe\"}]}".to_vec(),
+                "application/json",
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_raw(docs, "{}", "text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            post_raw(docs, vec![b' '; 100_000], "application/json"),
+            413,
+            "payload_too_large",
+        ),
+        (
+            post_raw(
+                docs,
+                r#"{"documents":[{"id":"b","text":"   "}]}"#,
+                "application/json",
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_raw(docs, r#"{"documents":[]}"#, "application/json"),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json("/v1/embeddings", json!({"input": ""})),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json("/v1/embeddings", json!({"input": []})),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json("/v1/embeddings", json!({"input": [[1, 2, 4_000_000]]})),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json("/v1/collections/docs/search", json!({"vector": [0.1, 0.2]})),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_raw(
+                "/v1/collections/docs/search",
+                "{\"vector\": [NaN]}",
+                "application/json",
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json(
+                "/v1/collections/docs/search",
+                json!({"query": "x", "filter": {"n": {"$regex": "a"}}}),
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json("/v1/collections/docs/search", json!({"query": "x", "k": 0})),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json("/v1/collections/nope/search", json!({"query": "x"})),
+            404,
+            "not_found",
+        ),
+        (get("/v1/collections/nope"), 404, "not_found"),
+        (get("/v1/collections/bad%20name"), 400, "invalid_input"),
+        (
+            req(Method::DELETE, "/v1/collections/docs/documents/missing")
+                .body(Body::empty())
+                .unwrap(),
+            404,
+            "not_found",
+        ),
+        (get("/no/such/route"), 404, "not_found"),
+        (
+            req(Method::PUT, "/v1/embeddings").body(Body::empty()).unwrap(),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (i, (request, status, code)) in cases.into_iter().enumerate() {
+        let r = send(&a, request).await;
+        assert_eq!(r.error_code(status), code, "case {i}");
+    }
+    // The document stored before is intact.
+    let v = send(&a, get("/v1/collections/docs")).await.json();
+    assert_eq!(v["count"], 1);
+    let v = send(
+        &a,
+        post_json("/v1/collections/docs/search", json!({"query": "cats"})),
+    )
+    .await
+    .json();
+    assert_eq!(v["hits"][0]["document_id"], "a");
+    assert_eq!(v["hits"][0]["text"], "Cats purr.");
+}
+
+fn with_key(mut r: Request<Body>, auth: &str) -> Request<Body> {
+    r.headers_mut()
+        .insert("authorization", auth.parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn api_keys_request_ids_and_metrics() {
+    let keys = format!("# keys\nanother-key-9876543210\n{KEY}\n");
+    let a = app_with(|_| {}, Some(&keys), |s, _| s).await;
+    let body = json!({"input": "hello"});
+    for auth in [
+        None,
+        Some("Bearer wrong-key-0000000000000"),
+        Some("Basic abc"),
+        Some("Bearer"),
+        Some(&format!("Bearer {KEY}x")[..]),
+    ] {
+        let mut request = post_json("/v1/embeddings", body.clone());
+        if let Some(h) = auth {
+            request = with_key(request, h);
+        }
+        let r = send(&a, request).await;
+        assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"aistack\"");
+        let text = r.text();
+        assert!(!text.contains(KEY) && !text.contains("wrong-key"));
+        assert_eq!(r.json()["error"]["code"], "unauthorized");
+    }
+    let bearer = format!("Bearer {KEY}");
+    let r = send(&a, with_key(post_json("/v1/embeddings", body.clone()), &bearer)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = send(
+        &a,
+        with_key(
+            post_json("/v1/embeddings", body.clone()),
+            "Bearer another-key-9876543210",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Health is public by default, metrics are not.
+    assert_eq!(send(&a, get("/health")).await.status, StatusCode::OK);
+    assert_eq!(send(&a, get("/metrics")).await.status, StatusCode::UNAUTHORIZED);
+
+    // Request ids: a well-formed one is echoed, a malformed one replaced, a missing one made.
+    let mut r = get("/health");
+    r.headers_mut().insert("x-request-id", "abc-123".parse().unwrap());
+    assert_eq!(send(&a, r).await.headers["x-request-id"], "abc-123");
+    let mut r = get("/health");
+    r.headers_mut().insert("x-request-id", "bad id!".parse().unwrap());
+    let r = send(&a, r).await;
+    let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+    assert!(id != "bad id!" && id.len() == 36, "{id}");
+    let r = send(&a, get("/nope")).await;
+    assert!(r.headers.contains_key("x-request-id"));
+
+    let m = send(&a, with_key(get("/metrics"), &bearer)).await;
+    assert_eq!(m.status, StatusCode::OK);
+    let text = m.text();
+    let count = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{needle} not in metrics:\n{text}"))
+    };
+    assert_eq!(
+        count(
+            "aistack_http_requests_total{route=\"/v1/embeddings\",method=\"POST\",status=\"401\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        count(
+            "aistack_http_requests_total{route=\"/v1/embeddings\",method=\"POST\",status=\"200\"}"
+        ),
+        2.0
+    );
+    assert_eq!(count("aistack_model_ready"), 1.0);
+    assert!(count("aistack_embed_sequences_total") >= 1.0);
+    assert_eq!(count("aistack_cache_hits_total{cache=\"embeddings\"}"), 1.0);
+    assert!(!text.contains(KEY));
+    // Unmatched paths are counted under one label, never by their raw path.
+    assert!(count("aistack_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"}") >= 1.0);
+    assert!(!text.contains("/nope"));
+}
+
+#[tokio::test]
+async fn the_tiny_model_serves_openai_and_tei_shapes() {
+    let a = app(|_| {}).await;
+    let dims = a.state.engine.embedder().unwrap().info().dims;
+    let r = send(
+        &a,
+        post_json("/v1/embeddings", json!({"input": ["a cat", "a dog"]})),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"][1]["index"], 1);
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), dims);
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let r = send(&a, post_json("/embed", json!({"inputs": "a cat"}))).await;
+    let tei = r.json();
+    assert_eq!(tei[0].as_array().unwrap().len(), dims);
+    assert_eq!(tei[0], v["data"][0]["embedding"]);
+    // An unknown model is a 404 naming what is served.
+    let r = send(
+        &a,
+        post_json(
+            "/v1/embeddings",
+            json!({"input": "x", "model": "text-embedding-3-small"}),
+        ),
+    )
+    .await;
+    assert_eq!(r.error_code(404), "not_found");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("serves"));
+    let r = send(&a, post_json("/v1/embeddings", json!({"input": "x", "dimensions": 7}))).await;
+    assert_eq!(r.error_code(400), "invalid_input");
+}
+
+#[tokio::test]
+async fn a_full_server_sheds_with_429_and_a_slow_request_times_out_with_504() {
+    let a = app(|s| {
+        s.server.max_concurrent_requests = 1;
+        s.server.request_timeout_ms = 300;
+    })
+    .await;
+    // The first request holds the only slot: its body never finishes.
+    let held = tokio::spawn(a.router.clone().oneshot(never_ending("/v1/embeddings")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = send(&a, post_json("/v1/embeddings", json!({"input": "x"}))).await;
+    assert_eq!(r.error_code(429), "overloaded");
+    assert_eq!(r.headers["retry-after"], "1");
+    // The held request runs out of time: the core's Timeout kind, 504, without Retry-After.
+    let resp = held.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(resp.headers().get("retry-after").is_none());
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "timeout");
+    // Health and metrics are outside the limit.
+    assert_eq!(send(&a, get("/health")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_open_breaker_says_when_to_retry() {
+    let a = app_with(
+        |s| {
+            s.resilience.breaker_consecutive_failures = 1;
+            s.resilience.breaker_open_ms = 5_000;
+            s.resilience.breaker_max_open_ms = 5_000;
+        },
+        None,
+        |inner, breakers| {
+            let settings = Settings {
+                resilience: aistack_core::config::ResilienceSettings {
+                    breaker_consecutive_failures: 1,
+                    breaker_open_ms: 5_000,
+                    breaker_max_open_ms: 5_000,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let breaker = breakers
+                .get_or_create(
+                    "store.embedded",
+                    &BreakerConfig::from_settings(&settings.resilience),
+                )
+                .unwrap();
+            Arc::new(ResilientStore::new(
+                inner,
+                RetryPolicy::from_settings(&settings.resilience),
+                breaker,
+            ))
+        },
+    )
+    .await;
+    // One backend failure through the breaker opens it.
+    let breaker = a.state.breakers.get("store.embedded").unwrap();
+    let _ = breaker
+        .call(|| async { Err::<(), _>(Error::unavailable("backend down")) })
+        .await;
+    let r = send(&a, get("/v1/collections")).await;
+    assert_eq!(r.error_code(503), "unavailable");
+    let after: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((4..=5).contains(&after), "Retry-After {after}");
+    let health = send(&a, get("/health")).await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health.json()["breakers"][0]["state"], "open");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_error_code_and_the_auth_scheme() {
+    let a = app_with(|_| {}, Some(KEY), |s, _| s).await;
+    let r = send(&a, with_key(get("/openapi.json"), &format!("Bearer {KEY}"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    let codes: Vec<&str> = doc["components"]["schemas"]["ErrorKind"]["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ErrorKind enum: {}", doc["components"]["schemas"]))
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let all: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
+    assert_eq!(codes, all);
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["$ref"],
+        "#/components/schemas/ErrorKind"
+    );
+    assert_eq!(doc["components"]["securitySchemes"]["api_key"]["scheme"], "bearer");
+    let search = &doc["paths"]["/v1/collections/{name}/search"]["post"]["responses"];
+    for status in ["401", "429", "503", "504"] {
+        assert!(search.get(status).is_some(), "search lacks {status}");
+    }
+    // The public health route needs no key, and says so.
+    assert_eq!(doc["paths"]["/health"]["get"]["security"], json!([]));
+    // The document is served without the model's or the store's paths in it.
+    assert!(!r.text().contains(&*a._dir.path().display().to_string()));
+}
+
+#[tokio::test]
+async fn collections_documents_and_search_round_trip() {
+    let a = app(|_| {}).await;
+    let r = send(&a, post_json("/v1/collections", json!({"name": "notes", "metric": "dot"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["metric"], "dot");
+    let r = send(&a, post_json("/v1/collections", json!({"name": "notes"}))).await;
+    assert_eq!(r.error_code(409), "conflict");
+    let r = send(
+        &a,
+        post_json(
+            "/v1/collections/notes/documents",
+            json!({"documents": [
+                {"id": "a", "text": "cats purr when they are happy", "metadata": {"lang": "en"}},
+                {"id": "b", "text": "dogs bark at the mail carrier", "metadata": {"lang": "de"}}
+            ]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.json()["documents"], 2);
+    let r = send(
+        &a,
+        post_json(
+            "/v1/collections/notes/search",
+            json!({"query": "cats purr", "k": 5, "filter": {"lang": "en"}}),
+        ),
+    )
+    .await;
+    let hits = r.json()["hits"].as_array().unwrap().clone();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0]["document_id"], "a");
+    let r = send(
+        &a,
+        req(Method::DELETE, "/v1/collections/notes/documents/a")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.json()["deleted"], true);
+    let r = send(
+        &a,
+        post_json("/v1/collections/notes/search", json!({"query": "cats purr", "k": 5})),
+    )
+    .await;
+    let ids: Vec<Value> = r.json()["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["document_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("b")]);
+    let r = send(
+        &a,
+        req(Method::DELETE, "/v1/collections/notes").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(send(&a, get("/v1/collections/notes")).await.error_code(404), "not_found");
+}
