@@ -21,8 +21,9 @@ macro_rules! error_kinds {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
                  serde::Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
         pub enum ErrorKind {
-            $($(#[doc = $doc])* #[serde(rename = $code)] $kind,)*
+            $($(#[doc = $doc])* $kind,)*
         }
 
         impl ErrorKind {
@@ -368,7 +369,7 @@ mod tests {
         let mut codes = std::collections::BTreeSet::new();
         for k in ErrorKind::ALL {
             assert!(codes.insert(k.code()), "duplicate code {}", k.code());
-            // The serialized form is the code.
+            // The serialized form (serde's and OpenAPI's snake_case of the name) is the code.
             assert_eq!(
                 serde_json::to_value(k).unwrap(),
                 serde_json::Value::from(k.code())

@@ -82,12 +82,12 @@ fn add_error(op: &mut utoipa::openapi::path::Operation, status: &str, descriptio
 
 /// The OpenAPI document as this server is configured: with API keys, a bearer scheme on every
 /// route that needs one (documenting its 401) and none on the public ones.
-pub fn openapi_document(settings: &ServerSettings) -> String {
+pub fn openapi_document(settings: &ServerSettings, keys_required: bool) -> String {
     use utoipa::openapi::security::{
         HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
     };
     let mut doc = ApiDoc::openapi();
-    if settings.api_key_file.is_some() {
+    if keys_required {
         doc.components
             .get_or_insert_with(Default::default)
             .add_security_scheme(

@@ -175,7 +175,7 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
         )
         .route("/v1/collections/{name}/search", post(collections::search))
         .route_layer(guarded);
-    let document: Arc<str> = openapi_document(s).into();
+    let document: Arc<str> = openapi_document(s, keys.is_some()).into();
     let ops = Router::new()
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
