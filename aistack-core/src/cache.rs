@@ -162,11 +162,7 @@ impl Epochs {
         if let Some(c) = self.map.read().get(ns) {
             return c.clone();
         }
-        self.map
-            .write()
-            .entry(ns.to_string())
-            .or_default()
-            .clone()
+        self.map.write().entry(ns.to_string()).or_default().clone()
     }
 
     /// The current epoch of `ns`.

@@ -5,8 +5,8 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aistack_core::config::Settings;
 use crate::jsonl::{Reader, Record};
+use aistack_core::config::Settings;
 use aistack_core::embed::{Embedder, EmbeddingEngine, InputKind, ModelEmbedder};
 use aistack_core::{Error, Result};
 use clap::Args;

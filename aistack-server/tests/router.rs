@@ -243,7 +243,9 @@ async fn bad_input_gets_json_4xx_and_changes_nothing() {
         ),
         (get("/no/such/route"), 404, "not_found"),
         (
-            req(Method::PUT, "/v1/embeddings").body(Body::empty()).unwrap(),
+            req(Method::PUT, "/v1/embeddings")
+                .body(Body::empty())
+                .unwrap(),
             405,
             "method_not_allowed",
         ),
@@ -294,7 +296,11 @@ async fn api_keys_request_ids_and_metrics() {
         assert_eq!(r.json()["error"]["code"], "unauthorized");
     }
     let bearer = format!("Bearer {KEY}");
-    let r = send(&a, with_key(post_json("/v1/embeddings", body.clone()), &bearer)).await;
+    let r = send(
+        &a,
+        with_key(post_json("/v1/embeddings", body.clone()), &bearer),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let r = send(
         &a,
@@ -307,14 +313,19 @@ async fn api_keys_request_ids_and_metrics() {
     assert_eq!(r.status, StatusCode::OK);
     // Health is public by default, metrics are not.
     assert_eq!(send(&a, get("/health")).await.status, StatusCode::OK);
-    assert_eq!(send(&a, get("/metrics")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&a, get("/metrics")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Request ids: a well-formed one is echoed, a malformed one replaced, a missing one made.
     let mut r = get("/health");
-    r.headers_mut().insert("x-request-id", "abc-123".parse().unwrap());
+    r.headers_mut()
+        .insert("x-request-id", "abc-123".parse().unwrap());
     assert_eq!(send(&a, r).await.headers["x-request-id"], "abc-123");
     let mut r = get("/health");
-    r.headers_mut().insert("x-request-id", "bad id!".parse().unwrap());
+    r.headers_mut()
+        .insert("x-request-id", "bad id!".parse().unwrap());
     let r = send(&a, r).await;
     let id = r.headers["x-request-id"].to_str().unwrap().to_string();
     assert!(id != "bad id!" && id.len() == 36, "{id}");
@@ -388,7 +399,11 @@ async fn the_tiny_model_serves_openai_and_tei_shapes() {
         .as_str()
         .unwrap()
         .contains("serves"));
-    let r = send(&a, post_json("/v1/embeddings", json!({"input": "x", "dimensions": 7}))).await;
+    let r = send(
+        &a,
+        post_json("/v1/embeddings", json!({"input": "x", "dimensions": 7})),
+    )
+    .await;
     assert_eq!(r.error_code(400), "invalid_input");
 }
 
@@ -409,7 +424,9 @@ async fn a_full_server_sheds_with_429_and_a_slow_request_times_out_with_504() {
     let resp = held.await.unwrap().unwrap();
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(resp.headers().get("retry-after").is_none());
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], "timeout");
     // Health and metrics are outside the limit.
@@ -481,7 +498,11 @@ async fn the_openapi_document_lists_every_error_code_and_the_auth_scheme() {
         doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["$ref"],
         "#/components/schemas/ErrorKind"
     );
-    assert_eq!(doc["components"]["securitySchemes"]["api_key"]["scheme"], "bearer", "{}", doc["components"]["securitySchemes"]);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"], "bearer",
+        "{}",
+        doc["components"]["securitySchemes"]
+    );
     let search = &doc["paths"]["/v1/collections/{name}/search"]["post"]["responses"];
     for status in ["401", "429", "503", "504"] {
         assert!(search.get(status).is_some(), "search lacks {status}");
@@ -533,7 +554,10 @@ async fn collections_documents_and_search_round_trip() {
     assert_eq!(r.json()["deleted"], true);
     let r = send(
         &a,
-        post_json("/v1/collections/notes/search", json!({"query": "cats purr", "k": 5})),
+        post_json(
+            "/v1/collections/notes/search",
+            json!({"query": "cats purr", "k": 5}),
+        ),
     )
     .await;
     let ids: Vec<Value> = r.json()["hits"]
@@ -545,9 +569,14 @@ async fn collections_documents_and_search_round_trip() {
     assert_eq!(ids, vec![json!("b")]);
     let r = send(
         &a,
-        req(Method::DELETE, "/v1/collections/notes").body(Body::empty()).unwrap(),
+        req(Method::DELETE, "/v1/collections/notes")
+            .body(Body::empty())
+            .unwrap(),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(send(&a, get("/v1/collections/notes")).await.error_code(404), "not_found");
+    assert_eq!(
+        send(&a, get("/v1/collections/notes")).await.error_code(404),
+        "not_found"
+    );
 }

@@ -265,16 +265,10 @@ impl Encoder {
     }
 
     fn run_group(&self, seqs: &[&[u32]], pooling: Pooling, par: Parallelism) -> Vec<Vec<f32>> {
-        let mut scratch = self
-            .scratch
-            .lock()
-            .pop()
-            .unwrap_or_default();
+        let mut scratch = self.scratch.lock().pop().unwrap_or_default();
         let out = self.encode(seqs, pooling, par, &mut scratch);
         if scratch.floats() <= RETAIN_FLOATS {
-            self.scratch
-                .lock()
-                .push(scratch);
+            self.scratch.lock().push(scratch);
         }
         out
     }

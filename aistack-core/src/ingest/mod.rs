@@ -278,7 +278,10 @@ impl Ingestor {
             return Ok(hit);
         }
         let v = embed_query(self.embedder.as_ref(), query).await?;
-        let hits = Arc::new(self.search_vector(collection, v, k, filter, min_score).await?);
+        let hits = Arc::new(
+            self.search_vector(collection, v, k, filter, min_score)
+                .await?,
+        );
         self.cache.insert(key, hits.clone());
         Ok(hits)
     }
@@ -293,7 +296,15 @@ impl Ingestor {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Vec<DocHit>> {
-        let hits = nearest(self.store.as_ref(), collection, vector, k, filter, min_score).await?;
+        let hits = nearest(
+            self.store.as_ref(),
+            collection,
+            vector,
+            k,
+            filter,
+            min_score,
+        )
+        .await?;
         Ok(hits.into_iter().map(doc_hit).collect())
     }
 

@@ -485,10 +485,7 @@ impl BreakerRegistry {
 
     /// The breaker called `name`, if registered.
     pub fn get(&self, name: &str) -> Option<Arc<CircuitBreaker>> {
-        self.breakers
-            .read()
-            .get(name)
-            .cloned()
+        self.breakers.read().get(name).cloned()
     }
 
     /// Snapshots of every breaker, sorted by name.

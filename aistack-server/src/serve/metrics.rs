@@ -157,7 +157,12 @@ impl Collector for LiveSources {
                 .collect::<Vec<_>>()
         };
         family(&mut e, "cache_hits", "Cache hits", cc(by_cache(|s| s.hits)))?;
-        family(&mut e, "cache_misses", "Cache misses", cc(by_cache(|s| s.misses)))?;
+        family(
+            &mut e,
+            "cache_misses",
+            "Cache misses",
+            cc(by_cache(|s| s.misses)),
+        )?;
         family(
             &mut e,
             "cache_entries",

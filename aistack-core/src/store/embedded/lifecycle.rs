@@ -173,9 +173,7 @@ impl Drop for Inner {
     /// When the last handle goes: stops background index builds and checkpoints the indexes, so
     /// the next open is fast.
     fn drop(&mut self) {
-        let map = self
-            .collections
-            .get_mut();
+        let map = self.collections.get_mut();
         for c in map.values() {
             c.closing.store(true, Ordering::Relaxed);
             c.flush();

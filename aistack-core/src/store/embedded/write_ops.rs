@@ -259,10 +259,7 @@ impl Collection {
             w.log.rewrite(ops)?;
         }
         // Replaying the compacted log numbers the records densely; match it in memory.
-        let moves = self
-            .state
-            .write()
-            .renumber();
+        let moves = self.state.write().renumber();
         if let Some(ann) = ann {
             match ann.rename(&moves) {
                 Ok(()) => self.checkpoint(w, &ann),

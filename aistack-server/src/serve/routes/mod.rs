@@ -2,8 +2,8 @@
 //! The extractors here turn every rejection into the one JSON error shape.
 
 pub mod collections;
-pub mod ops;
 pub mod openai;
+pub mod ops;
 pub mod tei;
 
 use axum::extract::{FromRequest, FromRequestParts};
