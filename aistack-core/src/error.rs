@@ -71,7 +71,7 @@ error_kinds! {
     Overloaded => "overloaded", 429, 1, "Overloaded", true;
     /// The operation did not finish within its deadline.
     Timeout => "timeout", 504, 0, "Timeout", true;
-    /// The configuration is invalid.
+    /// The configuration is invalid (HTTP callers are told `internal`: the message is hidden).
     Config => "config", 500, 0, "ConfigError", false;
     /// A bug or an unexpected failure inside aistack or a backend.
     Internal => "internal", 500, 0, "AistackError", false;

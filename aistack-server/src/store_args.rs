@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aistack_core::store::{OpenedStore, StoreConfig, VectorStore};
+use aistack_core::store::{StoreConfig, VectorStore};
 use aistack_core::{Error, Result};
 use clap::{Args, ValueEnum};
 
@@ -63,11 +63,6 @@ impl StoreArgs {
 
     /// Opens the chosen store.
     pub async fn open(&self) -> Result<Arc<dyn VectorStore>> {
-        Ok(self.open_parts().await?.store)
-    }
-
-    /// Opens the chosen store and keeps the embedded store apart (to flush it on shutdown).
-    pub async fn open_parts(&self) -> Result<OpenedStore> {
-        self.config()?.open().await
+        Ok(self.config()?.open().await?.store)
     }
 }

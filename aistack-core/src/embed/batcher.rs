@@ -40,7 +40,7 @@ pub struct BatcherConfig {
 }
 
 /// Counters of a batcher, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct BatcherStats {
     /// Requests admitted and not yet answered.
     pub in_flight: u64,

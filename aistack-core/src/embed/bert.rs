@@ -477,9 +477,9 @@ fn linear(
 /// A pointer shared by threads that write disjoint parts of its buffer.
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut f32);
-// SAFETY: the invariant its one user (`matmul`) keeps: every thread writes a disjoint band of
-// columns of a buffer that outlives the parallel loop, and nothing reads the buffer meanwhile,
-// so moving the pointer to another thread cannot race.
+// SAFETY: the invariant its one user (`linear`) keeps: every thread reads and writes only its
+// own disjoint band of columns of a buffer that outlives the parallel loop, and no thread
+// touches another's band, so moving the pointer to another thread cannot race.
 unsafe impl Send for SyncPtr {}
 // SAFETY: as for `Send`: shared references only hand out the pointer, and the writes through
 // it are disjoint.
@@ -580,7 +580,8 @@ mod simd {
                 #[inline(always)]
                 fn inner($($arg: $ty),*) $body
             }
-            // Safety: callable only where the CPU has AVX2 and FMA (checked by the dispatcher).
+            /// # Safety
+            /// Callable only where the CPU has AVX2 and FMA (checked by the dispatcher).
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             unsafe fn $fast($($arg: $ty),*) $body

@@ -39,7 +39,8 @@ where
     Fut: Future<Output = Result<T>> + 'a,
     T: 'a,
 {
-    // The futures are made up front (they are lazy) so the stream's type names no closure.
+    // The futures are made up front (they are lazy: nothing runs or is embedded before the
+    // stream polls them) so the stream's type names no closure, which keeps handlers `Send`.
     let work: Vec<Fut> = texts.chunks(group.max(1)).map(embed).collect();
     futures::stream::iter(work).buffered(in_flight.max(1))
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{CHUNK_KEY, DOC_KEY, TEXT_KEY};
-use crate::embed::{embed_all, embed_query, Embedder, InputKind, GROUPS_IN_FLIGHT};
+use crate::embed::{embed_all, embed_query, Embedder, InputKind};
 use crate::error::{Error, Result};
 use crate::store::{CollectionSpec, Filter, Metric, Record, VectorStore};
 
@@ -115,9 +115,10 @@ impl TextCollection {
         })
     }
 
-    /// Embeds `texts` in groups the embedder accepts.
+    /// Embeds `texts` in groups the embedder accepts, one group at a time (a caller's bulk
+    /// upsert never queues ahead of its own deadline).
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
-        embed_all(self.embedder()?.as_ref(), texts, kind, GROUPS_IN_FLIGHT).await
+        embed_all(self.embedder()?.as_ref(), texts, kind, 1).await
     }
 
     /// Inserts or replaces records. Give `documents` (embedded as passages), `vectors`, or
@@ -206,6 +207,7 @@ impl TextCollection {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Vec<TextHit>> {
+        let filter = filter.map(Filter::from_json).transpose()?;
         let hits = super::nearest(
             self.store.as_ref(),
             &self.spec.name,

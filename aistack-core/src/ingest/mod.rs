@@ -266,6 +266,8 @@ impl Ingestor {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Arc<Vec<DocHit>>> {
+        // A bad filter is refused before the query is embedded (or the model is even ready).
+        let parsed = filter.map(Filter::from_json).transpose()?;
         let key = SearchKey {
             collection: collection.to_string(),
             epoch: self.epochs.current(collection),
@@ -278,10 +280,8 @@ impl Ingestor {
             return Ok(hit);
         }
         let v = embed_query(self.embedder.as_ref(), query).await?;
-        let hits = Arc::new(
-            self.search_vector(collection, v, k, filter, min_score)
-                .await?,
-        );
+        let hits = nearest(self.store.as_ref(), collection, v, k, parsed, min_score).await?;
+        let hits = Arc::new(hits.into_iter().map(doc_hit).collect::<Vec<_>>());
         self.cache.insert(key, hits.clone());
         Ok(hits)
     }
@@ -296,6 +296,7 @@ impl Ingestor {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Vec<DocHit>> {
+        let filter = filter.map(Filter::from_json).transpose()?;
         let hits = nearest(
             self.store.as_ref(),
             collection,
@@ -320,17 +321,17 @@ impl Ingestor {
 }
 
 /// The one vector search of the text front ends: the `k` records nearest to `vector` in
-/// `collection`, filtered by the JSON `filter` and `min_score`, best first.
+/// `collection`, filtered by `filter` and `min_score`, best first.
 pub(crate) async fn nearest(
     store: &dyn VectorStore,
     collection: &str,
     vector: Vec<f32>,
     k: usize,
-    filter: Option<&Value>,
+    filter: Option<Filter>,
     min_score: Option<f32>,
 ) -> Result<Vec<crate::store::Hit>> {
     let mut req = SearchRequest::new(vector, k);
-    req.filter = filter.map(Filter::from_json).transpose()?;
+    req.filter = filter;
     req.min_score = min_score;
     Ok(store
         .search(collection, &[req])

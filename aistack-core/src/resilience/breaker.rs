@@ -241,6 +241,7 @@ impl Instrument for Gauge {
     }
 
     fn on_closed(&self) {
+        self.0.open_until_ms.store(0, Ordering::SeqCst);
         self.0
             .state
             .store(BreakerState::Closed.as_gauge(), Ordering::SeqCst);
@@ -425,6 +426,7 @@ impl CircuitBreaker {
     /// Closes the breaker and forgets its failure history.
     pub fn reset(&self) {
         self.machine.reset();
+        self.counters.open_until_ms.store(0, Ordering::SeqCst);
     }
 
     /// A snapshot of the state and counters.

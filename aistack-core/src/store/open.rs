@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{EmbeddedStore, VectorStore};
 use crate::error::{Error, Result};
@@ -17,7 +17,7 @@ use super::{QdrantConfig, QdrantStore};
 /// Which vector store, and how to reach it. As TOML or JSON: `{"backend": "embedded", "path":
 /// "./data"}`, `{"backend": "pgvector", "dsn": "postgres://..."}` or `{"backend": "qdrant",
 /// "url": "http://127.0.0.1:6334", "api_key_file": "..."}`.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum StoreConfig {
     /// The embedded store in a data directory: durable, no server (the default).
@@ -51,7 +51,8 @@ impl Default for StoreConfig {
     }
 }
 
-/// Secrets (the DSN's password, API keys) never reach a log through `Debug`.
+/// Secrets (the DSN's password, API keys) never reach a log through `Debug`; for the same reason
+/// the type is not `Serialize`.
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -150,12 +151,8 @@ impl StoreConfig {
 /// The first line of a key file, which must not be empty.
 #[cfg(feature = "qdrant")]
 fn read_key_file(path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::config(
-            "store.api_key_file",
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
     let key = text.lines().next().unwrap_or("").trim().to_string();
     if key.is_empty() {
         return Err(Error::config(

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aistack_core::cache::CacheStats;
-use aistack_core::embed::{EmbeddingEngine, ModelState};
+use aistack_core::embed::{BatcherStats, EmbeddingEngine, ModelState};
 use aistack_core::ingest::Ingestor;
 use aistack_core::resilience::BreakerRegistry;
-use aistack_core::store::VectorStore;
+use aistack_core::store::{PoolStats, VectorStore};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::OnceCell;
 
@@ -77,18 +78,16 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt:
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
-/// One labelled family of const metrics: `(labels, value)` rows under one descriptor.
+/// One labelled family of const metrics of type `kind`: `(labels, value)` rows under one
+/// descriptor, which is written even when there are no rows yet.
 fn family<L: EncodeLabelSet, M: EncodeMetric>(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
+    kind: MetricType,
     rows: impl IntoIterator<Item = (L, M)>,
 ) -> std::fmt::Result {
-    let mut rows = rows.into_iter().peekable();
-    let Some((_, first)) = rows.peek() else {
-        return Ok(());
-    };
-    let mut d = e.encode_descriptor(name, help, None, first.metric_type())?;
+    let mut d = e.encode_descriptor(name, help, None, kind)?;
     for (labels, metric) in rows {
         metric.encode(d.encode_family(&labels)?)?;
     }
@@ -105,43 +104,47 @@ impl Collector for LiveSources {
             ready as i64,
         )?;
         let mut caches: Vec<(&'static str, CacheStats)> = Vec::new();
-        if let Ok(embedder) = self.engine.embedder() {
-            let s = embedder.stats();
-            let b = s.batcher;
-            gauge(
-                &mut e,
-                "embed_queue_depth",
-                "Embedding requests admitted and not yet answered",
-                b.in_flight as i64,
-            )?;
-            counter(
-                &mut e,
-                "embed_rejected",
-                "Embedding requests refused because the queue was full",
-                b.rejected,
-            )?;
-            counter(&mut e, "embed_batches", "Forward passes run", b.batches)?;
-            counter(
-                &mut e,
-                "embed_sequences",
-                "Sequences embedded (batch size = sequences / batches)",
-                b.sequences,
-            )?;
-            counter(
-                &mut e,
-                "embed_padded_tokens",
-                "Padded tokens computed",
-                b.padded_tokens,
-            )?;
-            counter(&mut e, "embed_tokens", "Real tokens computed", b.tokens)?;
-            counter(
-                &mut e,
-                "embed_queue_wait_microseconds",
-                "Total time requests waited in the batching queue",
-                b.queue_wait_us,
-            )?;
-            caches.push(("embeddings", s.cache));
-        }
+        // Zeros until the model is ready, so every series exists from the first scrape.
+        let b = match self.engine.embedder() {
+            Ok(embedder) => {
+                let s = embedder.stats();
+                caches.push(("embeddings", s.cache));
+                s.batcher
+            }
+            Err(_) => BatcherStats::default(),
+        };
+        gauge(
+            &mut e,
+            "embed_queue_depth",
+            "Embedding requests admitted and not yet answered",
+            b.in_flight as i64,
+        )?;
+        counter(
+            &mut e,
+            "embed_rejected",
+            "Embedding requests refused because the queue was full",
+            b.rejected,
+        )?;
+        counter(&mut e, "embed_batches", "Forward passes run", b.batches)?;
+        counter(
+            &mut e,
+            "embed_sequences",
+            "Sequences embedded (batch size = sequences / batches)",
+            b.sequences,
+        )?;
+        counter(
+            &mut e,
+            "embed_padded_tokens",
+            "Padded tokens computed",
+            b.padded_tokens,
+        )?;
+        counter(&mut e, "embed_tokens", "Real tokens computed", b.tokens)?;
+        counter(
+            &mut e,
+            "embed_queue_wait_microseconds",
+            "Total time requests waited in the batching queue",
+            b.queue_wait_us,
+        )?;
         if let Some(i) = self.ingestor.get() {
             caches.push(("search", i.cache_stats()));
         }
@@ -156,17 +159,25 @@ impl Collector for LiveSources {
                 .map(|(l, v)| (l, ConstCounter::new(v)))
                 .collect::<Vec<_>>()
         };
-        family(&mut e, "cache_hits", "Cache hits", cc(by_cache(|s| s.hits)))?;
+        family(
+            &mut e,
+            "cache_hits",
+            "Cache hits",
+            MetricType::Counter,
+            cc(by_cache(|s| s.hits)),
+        )?;
         family(
             &mut e,
             "cache_misses",
             "Cache misses",
+            MetricType::Counter,
             cc(by_cache(|s| s.misses)),
         )?;
         family(
             &mut e,
             "cache_entries",
             "Entries held",
+            MetricType::Gauge,
             by_cache(|s| s.entries)
                 .into_iter()
                 .map(|(l, v)| (l, ConstGauge::new(v as i64))),
@@ -179,6 +190,7 @@ impl Collector for LiveSources {
             &mut e,
             "breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            MetricType::Gauge,
             breakers
                 .iter()
                 .map(|b| (name(b), ConstGauge::new(b.state.as_gauge() as i64))),
@@ -187,6 +199,7 @@ impl Collector for LiveSources {
             &mut e,
             "breaker_rejected",
             "Calls a breaker rejected without trying",
+            MetricType::Counter,
             breakers
                 .iter()
                 .map(|b| (name(b), ConstCounter::new(b.rejected))),
@@ -195,24 +208,29 @@ impl Collector for LiveSources {
             &mut e,
             "breaker_failures",
             "Calls that failed through a breaker",
+            MetricType::Counter,
             breakers
                 .iter()
                 .map(|b| (name(b), ConstCounter::new(b.failures))),
         )?;
-        if let Some(pool) = self.store.pool_stats() {
-            gauge(
-                &mut e,
-                "store_pool_connections",
-                "Open connections of the store's pool (pgvector)",
-                pool.size as i64,
-            )?;
-            gauge(
-                &mut e,
-                "store_pool_idle_connections",
-                "Idle connections of the store's pool (pgvector)",
-                pool.idle as i64,
-            )?;
-        }
+        // Zeros for a store without a pool, as before the collector existed.
+        let pool = self
+            .store
+            .pool_stats()
+            .unwrap_or(PoolStats { size: 0, idle: 0 });
+        gauge(
+            &mut e,
+            "store_pool_connections",
+            "Open connections of the store's pool (pgvector)",
+            pool.size as i64,
+        )?;
+        gauge(
+            &mut e,
+            "store_pool_idle_connections",
+            "Idle connections of the store's pool (pgvector)",
+            pool.idle as i64,
+        )?;
+
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ use super::routes::{collections, openai, ops, tei};
 )]
 pub struct ApiDoc;
 
-/// Adds the errors every API route can answer: 413 and 415 for bodies, 429 and 503 for load.
+/// Adds the errors every API route can answer under load: 429, 503 and 504.
 struct ErrorResponses;
 
 impl utoipa::Modify for ErrorResponses {

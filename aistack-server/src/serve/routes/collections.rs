@@ -82,6 +82,7 @@ pub async fn drop_collection(
     }))
 }
 
+/// Chunks, embeds and upserts documents (idempotent by id). The collection is created (cosine,
 /// the model's dimensions) if it does not exist.
 #[utoipa::path(post, path = "/v1/collections/{name}/documents", request_body = IngestRequest,
     params(("name" = String, Path, description = "collection name", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")),

@@ -98,7 +98,6 @@ pub struct IngestResult {
     pub removed: u64,
 }
 
-/// Chunks, embeds and upserts documents (idempotent by id). The collection is created (cosine,
 /// `POST /v1/collections/{name}/search` request: exactly one of `query` and `vector`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
