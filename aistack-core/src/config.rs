@@ -73,6 +73,8 @@ pub struct Settings {
     pub resilience: ResilienceSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The chat gateway.
+    pub llm: crate::llm::LlmSettings,
 }
 
 /// HTTP server settings.
@@ -416,6 +418,7 @@ impl Settings {
             "resilience.breaker_call_timeout_ms",
             r.breaker_call_timeout_ms as usize,
         )?;
+        self.llm.validate()?;
         if self.log.level.trim().is_empty() {
             return Err(Error::config("log.level", "must not be empty"));
         }

@@ -71,6 +71,8 @@ error_kinds! {
     Overloaded => "overloaded", 429, 1, "Overloaded", true;
     /// The operation did not finish within its deadline.
     Timeout => "timeout", 504, 0, "Timeout", true;
+    /// Every upstream model server of a chat route failed or answered with an error.
+    UpstreamFailed => "upstream_failed", 502, 1, "Unavailable", true;
     /// The configuration is invalid (HTTP callers are told `internal`: the message is hidden).
     Config => "config", 500, 0, "ConfigError", false;
     /// A bug or an unexpected failure inside aistack or a backend.
@@ -152,6 +154,11 @@ pub enum Error {
         after: Duration,
     },
 
+    /// An upstream model server failed (connection, 5xx, broken answer) or every upstream of a
+    /// route did.
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+
     /// A configuration key has a wrong value.
     #[error("invalid configuration: {key}: {reason}")]
     Config {
@@ -202,6 +209,7 @@ impl Error {
             Error::Unavailable { .. } | Error::CircuitOpen { .. } => ErrorKind::Unavailable,
             Error::Overloaded(_) => ErrorKind::Overloaded,
             Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Upstream(_) => ErrorKind::UpstreamFailed,
             Error::Config { .. } => ErrorKind::Config,
             Error::Model { .. } | Error::Internal { .. } => ErrorKind::Internal,
             // A missing file is the server's problem, not a missing resource of the caller's:
@@ -226,7 +234,10 @@ impl Error {
             Error::CircuitOpen { .. } => false,
             _ => matches!(
                 self.kind(),
-                ErrorKind::Unavailable | ErrorKind::Overloaded | ErrorKind::Timeout
+                ErrorKind::Unavailable
+                    | ErrorKind::Overloaded
+                    | ErrorKind::Timeout
+                    | ErrorKind::UpstreamFailed
             ),
         }
     }

@@ -5,6 +5,8 @@
 //! - [`store`]: one vector-store API; the embedded store is durable and needs no server.
 //! - [`ingest`]: documents → chunks → embeddings → store, and cached text search.
 //! - [`cache`]: bounded caches with hit/miss counters and epoch invalidation.
+//! - [`llm`]: the chat gateway: OpenAI-compatible chat over upstream model servers, with
+//!   fallbacks, breakers and grounded answers.
 //! - [`resilience`]: retry with backoff and jitter, and circuit breakers.
 //! - [`config`]: typed, layered, validated settings.
 //! - [`error`]: the one error type, with a stable [`ErrorKind`].
@@ -28,6 +30,7 @@ pub mod config;
 pub mod embed;
 pub mod error;
 pub mod ingest;
+pub mod llm;
 pub mod resilience;
 pub mod store;
 

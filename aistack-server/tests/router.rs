@@ -7,126 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aistack_core::config::Settings;
-use aistack_core::embed::EmbeddingEngine;
-use aistack_core::resilience::{BreakerConfig, BreakerRegistry, RetryPolicy};
-use aistack_core::store::{EmbeddedStore, ResilientStore, VectorStore};
+use aistack_core::resilience::{BreakerConfig, RetryPolicy};
+use aistack_core::store::ResilientStore;
 use aistack_core::{Error, ErrorKind};
-use aistack_server::serve::auth::ApiKeys;
-use aistack_server::serve::{router, AppState};
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Method, Request, StatusCode};
-use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-const KEY: &str = "test-key-0123456789abcdef";
-
-/// A router over the tiny model and a fresh embedded store, with `tune` applied to the settings.
-struct App {
-    router: Router,
-    state: Arc<AppState>,
-    _dir: tempfile::TempDir,
-}
-
-async fn app_with(
-    tune: impl FnOnce(&mut Settings),
-    keys: Option<&str>,
-    wrap: impl FnOnce(Arc<dyn VectorStore>, &BreakerRegistry) -> Arc<dyn VectorStore>,
-) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let model = aistack_testing::tiny_model(&dir.path().join("model"));
-    let mut settings = Settings::default();
-    settings.embed.model = model.display().to_string();
-    tune(&mut settings);
-    let engine = EmbeddingEngine::start(settings.embed.clone(), settings.cache.clone());
-    engine
-        .wait_ready(Some(Duration::from_secs(30)))
-        .await
-        .expect("the tiny model loads");
-    let store = EmbeddedStore::open(dir.path().join("data")).await.unwrap();
-    let breakers = Arc::new(BreakerRegistry::new());
-    let store = wrap(Arc::new(store), &breakers);
-    let state = Arc::new(AppState::new(engine, store, breakers, settings, false));
-    let keys = keys.map(|k| ApiKeys::parse(k).unwrap());
-    App {
-        router: router(state.clone(), keys),
-        state,
-        _dir: dir,
-    }
-}
-
-async fn app(tune: impl FnOnce(&mut Settings)) -> App {
-    app_with(tune, None, |s, _| s).await
-}
-
-/// A response, read whole.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// Checks the one error shape and returns the code.
-    fn error_code(&self, status: u16) -> String {
-        assert_eq!(self.status.as_u16(), status, "{}", self.text());
-        assert!(self.headers.contains_key("x-request-id"));
-        assert_eq!(self.headers["content-type"], "application/json");
-        let v = self.json();
-        let e = &v["error"];
-        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-        assert_eq!(e["error_id"].as_str().unwrap().len(), 32, "{v}");
-        e["code"].as_str().unwrap().to_string()
-    }
-}
-
-async fn send(app: &App, req: Request<Body>) -> Reply {
-    let resp = app.router.clone().oneshot(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
-}
-
-fn req(method: Method, path: &str) -> axum::http::request::Builder {
-    Request::builder().method(method).uri(path)
-}
-
-fn post_json(path: &str, body: Value) -> Request<Body> {
-    req(Method::POST, path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
-}
-
-fn post_raw(path: &str, body: impl Into<Body>, content_type: &str) -> Request<Body> {
-    req(Method::POST, path)
-        .header("content-type", content_type)
-        .body(body.into())
-        .unwrap()
-}
-
-fn get(path: &str) -> Request<Body> {
-    req(Method::GET, path).body(Body::empty()).unwrap()
-}
-
-/// A request whose body never finishes arriving: it holds its handler (and its slot) open.
-fn never_ending(path: &str) -> Request<Body> {
-    let stream = futures::stream::pending::<Result<Bytes, std::io::Error>>();
-    post_raw(path, Body::from_stream(stream), "application/json")
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn bad_input_gets_json_4xx_and_changes_nothing() {

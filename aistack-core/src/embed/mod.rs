@@ -17,7 +17,7 @@ use futures::stream::{Stream, StreamExt, TryStreamExt};
 pub use batcher::{Admission, BatchCompute, Batcher, BatcherConfig, BatcherStats};
 pub use engine::{EmbeddingEngine, EngineStats, ModelEmbedder, ModelState, Norm};
 pub use model::{normalize, ModelInfo, Pooling, SentenceModel};
-pub use source::{ModelFiles, ModelSource};
+pub use source::{model_matches, model_names, ModelFiles, ModelSource};
 pub use validate::InputLimits;
 
 use crate::error::{Error, Result};

@@ -52,6 +52,59 @@ impl ModelSource {
     }
 }
 
+/// The names a client may send as `model` for the embedding model given as `spec`, best first:
+/// the configured name, the Hub id, and the short name (a Hub id's last part; a local
+/// directory's name, or for a generic one such as `model` its README's title). Never a path.
+pub fn model_names(spec: &str, configured: Option<&str>) -> Vec<String> {
+    let mut names: Vec<String> = configured.map(str::to_string).into_iter().collect();
+    let path = Path::new(spec);
+    if path.is_dir() {
+        let dir = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(repo) = base.strip_prefix("models--") {
+            names.push(repo.replacen("--", "/", 1));
+        } else if !base.is_empty() && !matches!(base, "model" | "models" | "snapshot") {
+            names.push(base.to_string());
+        } else if let Some(title) = readme_title(&dir) {
+            names.push(title);
+        } else if !base.is_empty() {
+            names.push(base.to_string());
+        }
+    } else if is_hub_id(spec) {
+        names.push(spec.to_string());
+    }
+    let shorts: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.rsplit_once('/').map(|(_, s)| s.to_string()))
+        .collect();
+    for s in shorts {
+        if !names.contains(&s) {
+            names.push(s);
+        }
+    }
+    names.dedup();
+    names
+}
+
+/// The first `# ` heading of a model card, when it reads like a model name (one word).
+fn readme_title(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("README.md")).ok()?;
+    let title = text.lines().find_map(|l| l.strip_prefix("# "))?.trim();
+    let ok = !title.is_empty()
+        && title.len() <= 96
+        && title
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    ok.then(|| title.to_string())
+}
+
+/// Whether `asked` names the model served under `names`: exactly, or by its last part (so
+/// `sentence-transformers/all-MiniLM-L6-v2` matches a directory named `all-MiniLM-L6-v2`).
+pub fn model_matches(asked: &str, names: &[String]) -> bool {
+    let short = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    names.iter().any(|m| asked == m || short(asked) == short(m))
+}
+
 fn is_hub_id(s: &str) -> bool {
     let mut parts = s.split('/');
     let (Some(owner), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
@@ -284,6 +337,41 @@ async fn fetch_hub(repo_id: &str, revision: &str, policy: &RetryPolicy) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_names_never_show_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = dir.path().join("all-MiniLM-L6-v2");
+        std::fs::create_dir(&named).unwrap();
+        let names = model_names(named.to_str().unwrap(), None);
+        assert_eq!(names, vec!["all-MiniLM-L6-v2"]);
+        assert!(model_matches(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            &names
+        ));
+        assert!(!model_matches("text-embedding-3-small", &names));
+        let generic = dir.path().join("model");
+        std::fs::create_dir(&generic).unwrap();
+        std::fs::write(
+            generic.join("README.md"),
+            "---\ntags: [x]\n---\n\n# all-MiniLM-L6-v2\n\n# Usage\n",
+        )
+        .unwrap();
+        assert_eq!(
+            model_names(generic.to_str().unwrap(), Some("mini")),
+            vec!["mini", "all-MiniLM-L6-v2"]
+        );
+        assert_eq!(
+            model_names("sentence-transformers/all-MiniLM-L6-v2", None),
+            vec!["sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"]
+        );
+        let cache = dir.path().join("models--BAAI--bge-small-en-v1.5");
+        std::fs::create_dir(&cache).unwrap();
+        assert_eq!(
+            model_names(cache.to_str().unwrap(), None),
+            vec!["BAAI/bge-small-en-v1.5", "bge-small-en-v1.5"]
+        );
+    }
 
     #[test]
     fn hub_ids() {

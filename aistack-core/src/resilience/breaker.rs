@@ -360,6 +360,29 @@ impl CircuitBreaker {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let permit = self.permit()?;
+        let result = match tokio::time::timeout(self.config.call_timeout, call()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Timeout {
+                    what: format!("call through breaker '{}'", self.name),
+                    after: self.config.call_timeout,
+                })
+            }
+        };
+        match &result {
+            Ok(_) => permit.success(),
+            Err(e) if e.is_caller_error() => permit.ignore(),
+            Err(e) => permit.failure(e),
+        }
+        result
+    }
+
+    /// Asks to let one call through, for calls whose outcome is known only later (a stream):
+    /// rejected with `CircuitOpen` like [`CircuitBreaker::call`]. The caller reports the outcome
+    /// on the permit; a permit dropped without one counts as neither success nor failure.
+    pub fn permit(&self) -> Result<BreakerPermit<'_>> {
         if !self.machine.is_call_permitted() {
             return Err(Error::CircuitOpen {
                 name: self.name.clone(),
@@ -378,40 +401,22 @@ impl CircuitBreaker {
                 });
             }
         }
-        // Release the trial slot even if the caller drops this future mid-call.
-        let _slot = TrialSlot {
-            counter: &self.trials_in_flight,
-            active: trial,
-        };
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let result = match tokio::time::timeout(self.config.call_timeout, call()).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(Error::Timeout {
-                    what: format!("call through breaker '{}'", self.name),
-                    after: self.config.call_timeout,
-                })
-            }
-        };
-        match &result {
-            Ok(_) => {
-                self.counters.successes.fetch_add(1, Ordering::Relaxed);
-                self.machine.on_success();
-            }
-            Err(e) if e.is_caller_error() => {
-                self.counters.ignored_errors.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                let was = self.state();
-                self.machine.on_error();
-                if self.state() == BreakerState::Open && was != BreakerState::Open {
-                    tracing::warn!(breaker = %self.name, error = %e.chain(), "circuit breaker opened");
-                }
-            }
+        Ok(BreakerPermit {
+            breaker: self,
+            trial,
+        })
+    }
+
+    /// Counts a failure seen outside a permit (e.g. a stream that broke after its call
+    /// succeeded), so a backend that fails mid-answer still opens its breaker.
+    pub fn record_failure(&self, error: &Error) {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        let was = self.state();
+        self.machine.on_error();
+        if self.state() == BreakerState::Open && was != BreakerState::Open {
+            tracing::warn!(breaker = %self.name, error = %error.chain(), "circuit breaker opened");
         }
-        result
     }
 
     /// How long until an open breaker lets a trial call through; `None` once that time has come.
@@ -446,15 +451,42 @@ impl CircuitBreaker {
     }
 }
 
-struct TrialSlot<'a> {
-    counter: &'a AtomicU32,
-    active: bool,
+/// One call let through a [`CircuitBreaker`]; holds a half-open trial slot until dropped.
+#[must_use = "report the call's outcome on the permit"]
+pub struct BreakerPermit<'a> {
+    breaker: &'a CircuitBreaker,
+    trial: bool,
 }
 
-impl Drop for TrialSlot<'_> {
+impl BreakerPermit<'_> {
+    /// The call succeeded: a half-open breaker closes.
+    pub fn success(self) {
+        self.breaker
+            .counters
+            .successes
+            .fetch_add(1, Ordering::Relaxed);
+        self.breaker.machine.on_success();
+    }
+
+    /// The call failed because of the backend: counts towards opening the breaker.
+    pub fn failure(self, error: &Error) {
+        self.breaker.record_failure(error);
+    }
+
+    /// The call failed for a reason that says nothing about the backend's health (a caller
+    /// error, a backend still starting up).
+    pub fn ignore(self) {
+        self.breaker
+            .counters
+            .ignored_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for BreakerPermit<'_> {
     fn drop(&mut self) {
-        if self.active {
-            self.counter.fetch_sub(1, Ordering::SeqCst);
+        if self.trial {
+            self.breaker.trials_in_flight.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -5,6 +5,7 @@ mod breaker;
 mod retry;
 
 pub use breaker::{
-    BreakerConfig, BreakerPolicy, BreakerRegistry, BreakerSnapshot, BreakerState, CircuitBreaker,
+    BreakerConfig, BreakerPermit, BreakerPolicy, BreakerRegistry, BreakerSnapshot, BreakerState,
+    CircuitBreaker,
 };
 pub use retry::{retry, RetryPolicy};

@@ -8,6 +8,7 @@ use std::time::Instant;
 use aistack_core::cache::CacheStats;
 use aistack_core::embed::{BatcherStats, EmbeddingEngine, ModelState};
 use aistack_core::ingest::Ingestor;
+use aistack_core::llm::{AnswerEnd, AttemptOutcome, Gateway, LlmObserver, Readiness};
 use aistack_core::resilience::BreakerRegistry;
 use aistack_core::store::{PoolStats, VectorStore};
 use axum::extract::{MatchedPath, Request, State};
@@ -45,6 +46,26 @@ struct CacheLabels {
     cache: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LlmLabels {
+    route: String,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LlmOutcomeLabels {
+    route: String,
+    upstream: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LlmTokenLabels {
+    route: String,
+    upstream: String,
+    kind: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms to about 33 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
@@ -60,6 +81,8 @@ pub struct LiveSources {
     pub breakers: Arc<BreakerRegistry>,
     /// The store, for its connection pool's figures.
     pub store: Arc<dyn VectorStore>,
+    /// The chat gateway once built (upstream readiness and load).
+    pub gateway: Arc<OnceCell<Arc<Gateway>>>,
 }
 
 impl std::fmt::Debug for LiveSources {
@@ -213,6 +236,31 @@ impl Collector for LiveSources {
                 .iter()
                 .map(|b| (name(b), ConstCounter::new(b.failures))),
         )?;
+        let upstreams = self.gateway.get().map(|g| g.health()).unwrap_or_default();
+        let up = |u: &aistack_core::llm::UpstreamHealth| NameLabels {
+            name: u.name.clone(),
+        };
+        family(
+            &mut e,
+            "llm_upstream_ready",
+            "1 when the last probe of the upstream succeeded, else 0",
+            MetricType::Gauge,
+            upstreams.iter().map(|u| {
+                (
+                    up(u),
+                    ConstGauge::new((u.readiness == Readiness::Ready) as i64),
+                )
+            }),
+        )?;
+        family(
+            &mut e,
+            "llm_upstream_in_flight",
+            "Requests in flight to the upstream",
+            MetricType::Gauge,
+            upstreams
+                .iter()
+                .map(|u| (up(u), ConstGauge::new(u.in_flight as i64))),
+        )?;
         // Zeros for a store without a pool, as before the collector existed.
         let pool = self
             .store
@@ -235,9 +283,138 @@ impl Collector for LiveSources {
     }
 }
 
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The chat gateway's series: attempts and answers by outcome, tokens, and histograms of time to
+/// first token, answer time and the gap between stream chunks, per route and upstream.
+#[derive(Clone)]
+pub struct LlmMetrics {
+    attempts: Family<LlmOutcomeLabels, Counter>,
+    answers: Family<LlmOutcomeLabels, Counter>,
+    tokens: Family<LlmTokenLabels, Counter>,
+    first_token: Histograms<LlmLabels>,
+    total: Histograms<LlmLabels>,
+    gap: Histograms<LlmLabels>,
+}
+
+impl std::fmt::Debug for LlmMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmMetrics").finish_non_exhaustive()
+    }
+}
+
+fn gap_histogram() -> Histogram {
+    // 0.1 ms to about 13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+impl LlmMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            attempts: Family::default(),
+            answers: Family::default(),
+            tokens: Family::default(),
+            first_token: Family::new_with_constructor(latency_histogram),
+            total: Family::new_with_constructor(latency_histogram),
+            gap: Family::new_with_constructor(gap_histogram),
+        };
+        registry.register(
+            "llm_attempts",
+            "Attempts at upstreams by route, upstream and outcome",
+            m.attempts.clone(),
+        );
+        registry.register(
+            "llm_answers",
+            "Answers by route, upstream and how they ended (complete, failed, cancelled)",
+            m.answers.clone(),
+        );
+        registry.register(
+            "llm_tokens",
+            "Tokens the upstreams reported, by route, upstream and kind (prompt, completion)",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "llm_time_to_first_token_seconds",
+            "From the request to the upstream's first token",
+            m.first_token.clone(),
+        );
+        registry.register(
+            "llm_answer_seconds",
+            "From the request to the end of the answer",
+            m.total.clone(),
+        );
+        registry.register(
+            "llm_chunk_gap_seconds",
+            "Gaps between the chunks of a streamed answer",
+            m.gap.clone(),
+        );
+        m
+    }
+}
+
+fn llm(route: &str, upstream: &str) -> LlmLabels {
+    LlmLabels {
+        route: route.to_string(),
+        upstream: upstream.to_string(),
+    }
+}
+
+impl LlmObserver for LlmMetrics {
+    fn attempt(&self, route: &str, upstream: &str, outcome: AttemptOutcome) {
+        self.attempts
+            .get_or_create(&LlmOutcomeLabels {
+                route: route.to_string(),
+                upstream: upstream.to_string(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    fn first_token(&self, route: &str, upstream: &str, after: std::time::Duration) {
+        self.first_token
+            .get_or_create(&llm(route, upstream))
+            .observe(after.as_secs_f64());
+    }
+
+    fn chunk_gap(&self, route: &str, upstream: &str, gap: std::time::Duration) {
+        self.gap
+            .get_or_create(&llm(route, upstream))
+            .observe(gap.as_secs_f64());
+    }
+
+    fn answer(&self, route: &str, upstream: &str, end: &AnswerEnd) {
+        self.answers
+            .get_or_create(&LlmOutcomeLabels {
+                route: route.to_string(),
+                upstream: upstream.to_string(),
+                outcome: end.outcome.as_str(),
+            })
+            .inc();
+        self.total
+            .get_or_create(&llm(route, upstream))
+            .observe(end.total.as_secs_f64());
+        if let Some(u) = end.usage {
+            for (kind, n) in [
+                ("prompt", u.prompt_tokens),
+                ("completion", u.completion_tokens),
+            ] {
+                self.tokens
+                    .get_or_create(&LlmTokenLabels {
+                        route: route.to_string(),
+                        upstream: upstream.to_string(),
+                        kind,
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+}
+
 /// Every metric the server exports, registered once.
 pub struct Metrics {
     registry: Registry,
+    /// The chat gateway's series, fed by the gateway as it works.
+    pub llm: LlmMetrics,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     collections: Gauge,
@@ -267,9 +444,11 @@ impl Metrics {
             "Collections in the store",
             collections.clone(),
         );
+        let llm = LlmMetrics::register(&mut registry);
         registry.register_collector(Box::new(live));
         Self {
             registry,
+            llm,
             requests,
             latency,
             collections,

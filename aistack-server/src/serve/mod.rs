@@ -126,7 +126,9 @@ pub async fn run(args: ServeArgs, mut settings: Settings) -> Result<()> {
         breakers,
         settings.clone(),
         shared,
-    ));
+    )?);
+    // Upstream readiness is known before the first request, and kept current without traffic.
+    let probes = state.gateway.spawn_probes();
     let router = router(state.clone(), keys);
 
     let listener = tokio::net::TcpListener::bind(settings.server.bind)
@@ -141,9 +143,11 @@ pub async fn run(args: ServeArgs, mut settings: Settings) -> Result<()> {
         auth = state.settings.server.api_key_file.is_some(),
         store = state.store.backend(),
         model = %state.engine.model_spec(),
+        chat_routes = state.gateway.route_names().len(),
         "listening"
     );
     listener::serve(listener, router, &settings.server, tls, shutdown_signal()).await?;
+    probes.abort();
     if let Some(e) = &opened.embedded {
         e.flush().await?;
         tracing::info!("store flushed");

@@ -6,14 +6,15 @@ use aistack_core::ErrorKind;
 use utoipa::OpenApi;
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::routes::{collections, openai, ops, tei};
+use super::routes::{chat, collections, openai, ops, tei};
 
 /// The OpenAPI document of this server.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "aistack", description = "Embeddings, documents and vector search."),
     paths(
-        openai::embeddings, tei::tei_embed, collections::list_collections,
+        openai::embeddings, tei::tei_embed, tei::tei_root, chat::list_models,
+        chat::chat_completions, chat::completions, collections::list_collections,
         collections::create_collection, collections::get_collection,
         collections::drop_collection, collections::ingest, collections::delete_document,
         collections::search, ops::health, ops::metrics, ops::openapi_json
@@ -29,7 +30,7 @@ struct ErrorResponses;
 impl utoipa::Modify for ErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/v1/") && path != "/embed" {
+            if !path.starts_with("/v1/") && path != "/embed" && path != "/" {
                 continue;
             }
             for op in operations(item) {

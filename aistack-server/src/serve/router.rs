@@ -26,7 +26,7 @@ use super::auth::{ApiKeys, RequireKey};
 use super::error::ApiError;
 use super::metrics;
 use super::openapi::openapi_document;
-use super::routes::{collections, openai, ops, tei};
+use super::routes::{chat, collections, openai, ops, tei};
 use super::state::AppState;
 
 /// The request-id header: taken from the request when well-formed, else generated.
@@ -174,7 +174,15 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
             delete(collections::delete_document),
         )
         .route("/v1/collections/{name}/search", post(collections::search))
+        .route("/", post(tei::tei_root))
+        .route("/v1/models", get(chat::list_models))
         .route_layer(guarded);
+    // Chat answers run for minutes and stream: the gateway's own deadlines, per-route limits
+    // (429 when full) and body limit apply instead of the API's timeout and concurrency cap.
+    let chat = Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(chat::completions))
+        .route_layer(DefaultBodyLimit::max(app.settings.llm.max_body_bytes));
     let document: Arc<str> = openapi_document(s, keys.is_some()).into();
     let ops = Router::new()
         .route("/health", get(ops::health))
@@ -205,7 +213,8 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
         ))
         .layer(ValidateRequestHeaderLayer::custom(require))
         .layer(DefaultBodyLimit::max(s.max_body_bytes));
-    api.merge(ops)
+    api.merge(chat)
+        .merge(ops)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(layers)

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use aistack_core::embed::{Embedder, EmbeddingEngine};
-use aistack_core::ingest::Ingestor;
+use aistack_core::ingest::{DocHit, Ingestor};
+use aistack_core::llm::{Gateway, Retriever};
 use aistack_core::resilience::BreakerRegistry;
 use aistack_core::store::VectorStore;
 use aistack_core::Result;
@@ -27,34 +28,54 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether the store is shared with other processes (then searches are not cached here).
     pub shared_store: bool,
+    /// The names clients may send as the embedding model's `model` (never a path).
+    pub model_names: Vec<String>,
+    /// The chat gateway (no routes unless `[llm]` configures some).
+    pub gateway: Arc<Gateway>,
     ingestor: Arc<OnceCell<Arc<Ingestor>>>,
 }
 
 impl AppState {
-    /// State over a started engine and an open store.
+    /// State over a started engine and an open store; fails on an invalid `[llm]` section (an
+    /// unreadable upstream key file, say).
     pub fn new(
         engine: Arc<EmbeddingEngine>,
         store: Arc<dyn VectorStore>,
         breakers: Arc<BreakerRegistry>,
         settings: Settings,
         shared_store: bool,
-    ) -> Self {
+    ) -> Result<Self> {
         let ingestor = Arc::new(OnceCell::new());
+        let gateway_cell = Arc::new(OnceCell::new());
         let metrics = Arc::new(Metrics::new(LiveSources {
             engine: engine.clone(),
             ingestor: ingestor.clone(),
             breakers: breakers.clone(),
             store: store.clone(),
+            gateway: gateway_cell.clone(),
         }));
-        Self {
+        let gateway = Arc::new(Gateway::new(
+            &settings.llm,
+            &settings.resilience,
+            &breakers,
+            Arc::new(metrics.llm.clone()),
+        )?);
+        let _ = gateway_cell.set(gateway.clone());
+        let model_names = aistack_core::embed::model_names(
+            engine.model_spec(),
+            settings.server.model_name.as_deref(),
+        );
+        Ok(Self {
+            model_names,
             engine,
             store,
             breakers,
             settings,
             metrics,
             shared_store,
+            gateway,
             ingestor,
-        }
+        })
     }
 
     /// The ingestor; `Unavailable` until the model is ready.
@@ -80,5 +101,23 @@ impl AppState {
         if let Some(i) = self.ingestor.get() {
             i.invalidate(collection);
         }
+    }
+}
+
+/// Grounding searches through the ingestor, which exists once the model is ready.
+#[async_trait::async_trait]
+impl Retriever for AppState {
+    async fn retrieve(
+        &self,
+        collection: &str,
+        query: &str,
+        k: usize,
+        filter: Option<&serde_json::Value>,
+        min_score: Option<f32>,
+    ) -> Result<Vec<DocHit>> {
+        self.ingestor()
+            .await?
+            .retrieve(collection, query, k, filter, min_score)
+            .await
     }
 }

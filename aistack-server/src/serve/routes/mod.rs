@@ -1,6 +1,7 @@
 //! The API's handlers, one module per API family; a new family (chat, MCP) is one more module.
 //! The extractors here turn every rejection into the one JSON error shape.
 
+pub mod chat;
 pub mod collections;
 pub mod openai;
 pub mod ops;

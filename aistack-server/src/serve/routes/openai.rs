@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aistack_core::embed::{Embedder, InputKind};
+use aistack_core::embed::{model_matches, Embedder, InputKind};
 use aistack_core::ErrorKind;
 use axum::extract::State;
 use axum::Json;
@@ -15,11 +15,15 @@ use crate::serve::types::openai::{
     Embedding, EmbeddingItem, EmbeddingsRequest, EmbeddingsResponse, Usage,
 };
 
-fn model_matches(asked: &str, served: &[&str]) -> bool {
-    let short = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
-    served
+/// Every accepted model name, quoted, for error messages: embedding names, then chat routes.
+pub fn served_names(app: &AppState) -> String {
+    app.model_names
         .iter()
-        .any(|m| asked == *m || short(asked) == short(m))
+        .map(String::as_str)
+        .chain(app.gateway.route_names())
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// OpenAI-compatible embeddings.
@@ -43,16 +47,19 @@ pub async fn embeddings(
     let embedder = app.engine.embedder()?;
     let info = embedder.info();
     let served = app
-        .settings
-        .server
-        .model_name
-        .clone()
+        .model_names
+        .first()
+        .cloned()
         .unwrap_or_else(|| info.model_id.clone());
     if let Some(m) = &req.model {
-        if !model_matches(m, &[&served, &info.model_id, app.engine.model_spec()]) {
+        if !model_matches(m, &app.model_names) {
             return Err(ApiError::new(
                 ErrorKind::NotFound,
-                format!("model {m:?} is not served here; this server serves {served:?}"),
+                format!(
+                    "model {:?} is not served here; this server serves {}",
+                    m.chars().take(64).collect::<String>(),
+                    served_names(&app)
+                ),
             ));
         }
     }
@@ -89,23 +96,4 @@ pub async fn embeddings(
             total_tokens: tokens,
         },
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_names_match_by_id_or_short_name() {
-        let served = [
-            "sentence-transformers/all-MiniLM-L6-v2",
-            "/models/all-MiniLM-L6-v2",
-        ];
-        assert!(model_matches("all-MiniLM-L6-v2", &served));
-        assert!(model_matches(
-            "sentence-transformers/all-MiniLM-L6-v2",
-            &served
-        ));
-        assert!(!model_matches("text-embedding-3-small", &served));
-    }
 }

@@ -49,6 +49,7 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
             .into_iter()
             .map(Into::into)
             .collect(),
+        upstreams: app.gateway.health().into_iter().map(Into::into).collect(),
     };
     let status = if ok {
         StatusCode::OK

@@ -11,6 +11,18 @@ use crate::serve::error::{ApiError, ErrorBody};
 use crate::serve::state::AppState;
 use crate::serve::types::tei::TeiEmbedRequest;
 
+/// TEI's root route, which `huggingface_hub`'s `InferenceClient(base_url=...)
+/// .feature_extraction(...)` calls: the same as `POST /embed`.
+#[utoipa::path(post, path = "/", request_body = TeiEmbedRequest,
+    responses((status = 200, body = Vec<Vec<f32>>), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+pub async fn tei_root(
+    app: State<Arc<AppState>>,
+    req: ApiJson<TeiEmbedRequest>,
+) -> ApiResult<Json<Vec<Vec<f32>>>> {
+    tei_embed(app, req).await
+}
+
 /// TEI-compatible embeddings: an array of float arrays.
 #[utoipa::path(post, path = "/embed", request_body = TeiEmbedRequest,
     responses((status = 200, body = Vec<Vec<f32>>), (status = "4XX", body = ErrorBody),

@@ -1,6 +1,7 @@
 //! The request and response shapes of every API family, apart from the handlers (as
 //! text-embeddings-inference keeps `http/types.rs`): what the OpenAPI document describes.
 
+pub mod chat;
 pub mod collections;
 pub mod openai;
 pub mod ops;

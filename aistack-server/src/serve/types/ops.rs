@@ -1,5 +1,6 @@
 //! The health report (`GET /health`).
 
+use aistack_core::llm::{Readiness, UpstreamHealth};
 use aistack_core::resilience::BreakerSnapshot;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -66,4 +67,41 @@ pub struct Health {
     pub store: StoreHealth,
     /// Every circuit breaker.
     pub breakers: Vec<BreakerHealth>,
+    /// The chat gateway's upstreams (none unless `[llm]` configures some). Their state does not
+    /// change the status: a chat route falls back, and embeddings and search go on.
+    pub upstreams: Vec<UpstreamHealthView>,
+}
+
+/// One chat upstream in the health report: no URL, no key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpstreamHealthView {
+    /// The upstream's name.
+    pub name: String,
+    /// What the background probe last saw: `unknown`, `ready`, `loading` or `down`.
+    pub readiness: String,
+    /// Its breaker: `closed`, `open` or `half_open`.
+    pub breaker: String,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// Why the last probe failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl From<UpstreamHealth> for UpstreamHealthView {
+    fn from(u: UpstreamHealth) -> Self {
+        let readiness = match u.readiness {
+            Readiness::Unknown => "unknown",
+            Readiness::Ready => "ready",
+            Readiness::Loading => "loading",
+            Readiness::Down => "down",
+        };
+        Self {
+            name: u.name,
+            readiness: readiness.to_string(),
+            breaker: u.breaker.as_str().to_string(),
+            in_flight: u.in_flight,
+            last_error: u.last_error,
+        }
+    }
 }
