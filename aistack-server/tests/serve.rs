@@ -716,3 +716,200 @@ async fn the_openapi_contract_holds_against_the_running_server() {
     );
     assert!(stdout.contains("Tested: 11"), "{stdout}");
 }
+
+/// A deterministic OpenAI-compatible chat server, for when no llama.cpp engine is installed: it
+/// answers with the words of the last user message, whole or streamed one word per chunk.
+async fn fake_chat_upstream() -> String {
+    async fn chat(axum::Json(body): axum::Json<Value>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let last = body["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let words: Vec<String> = last.split(' ').map(|w| format!("{w} ")).collect();
+        let text: String = words.concat();
+        if body["stream"] != true {
+            return axum::Json(json!({"id": "c1", "object": "chat.completion", "created": 1,
+                "model": body["model"], "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": words.len(), "total_tokens": 9 + words.len()}}))
+            .into_response();
+        }
+        let mut out = String::new();
+        for w in &words {
+            let c = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+                "model": body["model"], "choices": [{"index": 0, "delta": {"content": w},
+                "finish_reason": null}]});
+            out.push_str(&format!("data: {c}\n\n"));
+        }
+        out.push_str("data: [DONE]\n\n");
+        ([("content-type", "text/event-stream")], out).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .route(
+            "/v1/models",
+            axum::routing::get(|| async { axum::Json(json!({"object": "list", "data": []})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+/// The chat upstream of the client tests: the real llama.cpp engine of `scripts/test` when
+/// `AISTACK_TEST_LLAMA_URL` is set, else the deterministic stand-in above.
+async fn chat_upstream() -> String {
+    match std::env::var("AISTACK_TEST_LLAMA_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => fake_chat_upstream().await,
+    }
+}
+
+/// A config file with the routes `chat` and `docs-chat` (grounded in `docs`) over `upstream`.
+fn chat_config(dir: &Path, upstream: &str) -> String {
+    let path = dir.join("chat.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[llm.upstreams]]
+name = "local"
+base_url = "{upstream}"
+
+[[llm.routes]]
+name = "chat"
+upstreams = ["local"]
+
+[[llm.routes]]
+name = "docs-chat"
+upstreams = ["local"]
+collections = ["docs"]
+k = 2
+"#
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn chat_clients_work_unchanged_through_the_gateway() {
+    let upstream = chat_upstream().await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let config = chat_config(cfg_dir.path(), &upstream);
+    // As a new user would: the model directory, no configured model name.
+    let s = start(&model(), &[], &["--config", &config]);
+    wait_ready(&s).await;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chat_clients.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&path)
+        .arg(&s.base)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "chat_clients.py failed against {upstream}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["citations"], 2, "{v}");
+}
+
+/// Joins a stream's content deltas; panics unless it ends with `[DONE]`.
+async fn streamed_text(r: reqwest::Response) -> (String, Option<String>) {
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let mut text = String::new();
+    let mut finish = None;
+    let mut done = false;
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert!(v.get("error").is_none(), "{v}");
+        if let Some(c) = v["choices"].get(0) {
+            text.push_str(c["delta"]["content"].as_str().unwrap_or(""));
+            if let Some(f) = c["finish_reason"].as_str() {
+                finish = Some(f.to_string());
+            }
+        }
+    }
+    assert!(done, "the stream ended with [DONE]: {body}");
+    (text, finish)
+}
+
+#[tokio::test]
+async fn the_gateway_answers_exactly_as_llama_cpp_does() {
+    let Ok(llama) = std::env::var("AISTACK_TEST_LLAMA_URL") else {
+        eprintln!(
+            "SKIPPED: AISTACK_TEST_LLAMA_URL is not set (scripts/test sets it where llama-cpp-python is installed)"
+        );
+        return;
+    };
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let config = chat_config(cfg_dir.path(), &llama);
+    let s = start(&model(), &[], &["--config", &config]);
+    let c = client();
+    let prompts = [
+        "Hello, who are you?",
+        "Name three colours.",
+        "What is a write-ahead log?",
+    ];
+    for p in prompts {
+        let body = |stream: bool| {
+            json!({"model": "chat", "stream": stream, "temperature": 0, "seed": 42,
+                "max_tokens": 16, "messages": [{"role": "user", "content": p}]})
+        };
+        let direct: Value = json_of(c.post(format!("{llama}/chat/completions")).json(&body(false))).await;
+        let via: Value = json_of(c.post(format!("{}/v1/chat/completions", s.base)).json(&body(false))).await;
+        assert_eq!(via["choices"][0]["message"], direct["choices"][0]["message"], "{p}");
+        assert_eq!(via["choices"][0]["finish_reason"], direct["choices"][0]["finish_reason"]);
+        assert_eq!(via["usage"], direct["usage"]);
+        let direct_s = streamed_text(
+            c.post(format!("{llama}/chat/completions")).json(&body(true)).send().await.unwrap(),
+        )
+        .await;
+        let via_s = streamed_text(
+            c.post(format!("{}/v1/chat/completions", s.base))
+                .json(&body(true))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(via_s, direct_s, "{p}");
+        assert_eq!(
+            via_s.0,
+            direct["choices"][0]["message"]["content"].as_str().unwrap(),
+            "streamed and whole answers agree"
+        );
+    }
+    // The legacy completions route passes through the same way.
+    let body = json!({"model": "chat", "prompt": "The capital of France is", "temperature": 0,
+        "seed": 42, "max_tokens": 8});
+    let direct: Value = json_of(c.post(format!("{llama}/completions")).json(&body)).await;
+    let via: Value = json_of(c.post(format!("{}/v1/completions", s.base)).json(&body)).await;
+    assert_eq!(via["choices"][0]["text"], direct["choices"][0]["text"]);
+    // A prompt longer than the context is the caller's error, passed straight back.
+    let long = "word ".repeat(900);
+    let r = c
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&json!({"model": "chat", "messages": [{"role": "user", "content": long}]}))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("context"), "{text}");
+    let health: Value = json_of(c.get(format!("{}/health", s.base))).await;
+    assert_eq!(health["upstreams"][0]["breaker"], "closed", "{health}");
+}
