@@ -172,6 +172,7 @@ async fn scripted() -> Scripted {
             "/v1/models",
             route_get(|| async { Json(json!({"object": "list", "data": []})) }),
         )
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(script.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -710,6 +711,16 @@ async fn limits_refuse_with_the_one_error_shape() {
     )
     .await;
     assert_eq!(r.error_code(413), "payload_too_large");
+    // The chat routes take llm.max_body_bytes (4 MiB), more than server.max_body_bytes (2 MiB).
+    a.push(Step::Json(200, completion("long prompt read"), None));
+    let long = "y".repeat(3 * 1024 * 1024);
+    let r = send(
+        &app,
+        post_json("/v1/chat/completions", json!({"model": "a", "stream": null, "stream_options": null,
+            "messages": [{"role": "user", "content": long}]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     // One request holds the route's only slot; the next is shed with Retry-After.
     a.push(Step::Stream(vec![chunk("x")], Duration::ZERO, End::Hang));
     let held = app
@@ -722,7 +733,7 @@ async fn limits_refuse_with_the_one_error_shape() {
     assert_eq!(r.error_code(429), "overloaded");
     assert!(r.headers.contains_key("retry-after"));
     drop(held);
-    assert_eq!(a.calls(), 1);
+    assert_eq!(a.calls(), 2);
 }
 
 #[tokio::test]
@@ -867,4 +878,50 @@ async fn grounded_routes_put_sources_in_the_prompt_and_cite_them() {
     .await;
     assert_eq!(r.error_code(503), "unavailable");
     assert_eq!(a.calls(), calls, "no answer without the required sources");
+}
+
+#[tokio::test]
+async fn the_background_probe_keeps_health_and_breakers_current() {
+    let (a, b) = (scripted().await, scripted().await);
+    let mut l = llm(&a, &b);
+    // Nothing listens on port 9 of loopback.
+    l.upstreams[1].base_url = "http://127.0.0.1:9/v1".into();
+    let app = app(tuned(l)).await;
+    let health = |app: &App| {
+        app.state
+            .gateway
+            .health()
+            .into_iter()
+            .map(|u| (u.name, u.readiness, u.breaker))
+            .collect::<Vec<_>>()
+    };
+    use aistack_core::llm::Readiness;
+    assert!(health(&app).iter().all(|h| h.1 == Readiness::Unknown));
+    app.state.gateway.probe_all().await;
+    let h = health(&app);
+    assert_eq!(h[0], ("a".into(), Readiness::Ready, BreakerState::Closed));
+    assert_eq!(h[1].1, Readiness::Down);
+    let r = send(&app, get("/health")).await;
+    let ups = r.json()["upstreams"].clone();
+    assert_eq!(ups[1]["readiness"], "down", "{ups}");
+    assert!(!ups.to_string().contains("127.0.0.1"), "no URL in health: {ups}");
+    // Two failed probes open the breaker, with no client traffic at all.
+    app.state.gateway.probe_all().await;
+    assert_eq!(breaker(&app, "b"), BreakerState::Open);
+    assert!(app
+        .state
+        .metrics
+        .render()
+        .contains("aistack_llm_upstream_ready{name=\"a\"} 1"));
+    // An upstream that comes back is closed again by the probe once the breaker half-opens.
+    a.push(Step::Json(500, json!({}), None));
+    a.push(Step::Json(500, json!({}), None));
+    for _ in 0..2 {
+        send(&app, post_json("/v1/chat/completions", ask("a", false))).await;
+    }
+    assert_eq!(breaker(&app, "a"), BreakerState::Open);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    app.state.gateway.probe_all().await;
+    assert_eq!(breaker(&app, "a"), BreakerState::Closed);
+    assert_eq!(a.calls(), 2, "probes are GETs of /models, not chats");
 }

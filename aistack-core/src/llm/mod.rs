@@ -246,6 +246,9 @@ impl Gateway {
             let opts = body
                 .entry("stream_options")
                 .or_insert_with(|| Value::Object(Map::new()));
+            if opts.is_null() {
+                *opts = Value::Object(Map::new());
+            }
             match opts {
                 Value::Object(o) => {
                     o.insert("include_usage".into(), Value::Bool(true));
