@@ -1,6 +1,6 @@
 //! What the chat gateway adds over calling a fast local upstream directly: latency percentiles
 //! of non-streamed chats at increasing open-loop request rates (direct and through
-//! `aistack serve`), time to first token of streams, and the server's memory with many streams
+//! `aistack serve`, interleaved: each path gets `rate` per second at once), time to first token of streams, and the server's memory with many streams
 //! open. The upstream is an OpenAI-shaped server in this process answering at once; client,
 //! upstream and gateway share the machine. Prints one JSON line per measurement.
 //!
@@ -120,22 +120,26 @@ fn request(stream: bool) -> Value {
         "messages": [{"role": "user", "content": "Say something short."}]})
 }
 
-/// Open loop at `rate` per second for `secs`: each request is timed from when it was due, so a
-/// slow server cannot hide its queueing. Returns sorted latencies and the failures.
+/// Open loop at `rate` per second to each of `urls` for `secs`, their requests interleaved so
+/// that both paths see the same machine at the same moments. Each request is timed from when it
+/// was due, so a slow server cannot hide its queueing. Returns, per URL, sorted latencies, the
+/// failures and the achieved rate.
 async fn open_loop(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[&str],
     rate: u64,
     secs: u64,
-) -> (Vec<Duration>, usize, f64) {
-    let n = rate * secs;
+) -> Vec<(Vec<Duration>, usize, f64)> {
+    let k = urls.len() as u64;
+    let n = rate * secs * k;
     let start = Instant::now() + Duration::from_millis(50);
     let body = Arc::new(request(false).to_string());
     let mut tasks = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        let due = start + Duration::from_secs_f64(i as f64 / (rate * k) as f64);
         tokio::time::sleep_until(due.into()).await;
-        let (c, u, b) = (client.clone(), url.to_string(), body.clone());
+        let which = (i % k) as usize;
+        let (c, u, b) = (client.clone(), urls[which].to_string(), body.clone());
         tasks.push(tokio::spawn(async move {
             let r = c
                 .post(u)
@@ -147,22 +151,24 @@ async fn open_loop(
                 Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
                 _ => false,
             };
-            (ok, due.elapsed())
+            (which, ok, due.elapsed())
         }));
     }
-    let mut lat = Vec::with_capacity(n as usize);
-    let mut failed = 0;
+    let mut out: Vec<(Vec<Duration>, usize, f64)> = urls.iter().map(|_| (Vec::new(), 0, 0.0)).collect();
     for t in tasks {
-        let (ok, d) = t.await.unwrap();
+        let (which, ok, d) = t.await.unwrap();
         if ok {
-            lat.push(d);
+            out[which].0.push(d);
         } else {
-            failed += 1;
+            out[which].1 += 1;
         }
     }
     let took = start.elapsed().as_secs_f64();
-    lat.sort();
-    (lat, failed, n as f64 / took)
+    for o in &mut out {
+        o.0.sort();
+        o.2 = (rate * secs) as f64 / took;
+    }
+    out
 }
 
 /// Time to the first chunk of `n` streams, one after another.
@@ -250,12 +256,11 @@ max_concurrent = 8192
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Warm both paths' connection pools and caches.
-    for url in [&direct, &gateway] {
-        open_loop(&client, url, 200, 1).await;
-    }
+    open_loop(&client, &[&direct, &gateway], 200, 1).await;
     for &rate in &rates {
-        let (d, d_failed, d_rate) = open_loop(&client, &direct, rate, secs).await;
-        let (g, g_failed, g_rate) = open_loop(&client, &gateway, rate, secs).await;
+        let mut r = open_loop(&client, &[&direct, &gateway], rate, secs).await;
+        let (g, g_failed, g_rate) = r.pop().unwrap();
+        let (d, d_failed, d_rate) = r.pop().unwrap();
         let (d50, d99, g50, g99) = (
             percentile(&d, 0.5),
             percentile(&d, 0.99),

@@ -585,6 +585,51 @@ mod tests {
     }
 
     #[test]
+    fn the_llm_section_loads_from_toml_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aistack.toml");
+        std::fs::write(
+            &path,
+            r#"
+[[llm.upstreams]]
+name = "local"
+base_url = "http://127.0.0.1:8081/v1"
+
+[[llm.upstreams]]
+name = "remote"
+base_url = "https://api.example.com/v1"
+first_token_timeout_ms = 20000
+
+[[llm.routes]]
+name = "docs-chat"
+upstreams = ["local", "remote"]
+collections = ["docs"]
+k = 4
+filter = { lang = "en" }
+"#,
+        )
+        .unwrap();
+        let s = Settings::load_with(Some(&path), Environment::Dev, no_vars()).unwrap();
+        assert_eq!(s.llm.upstreams.len(), 2);
+        assert_eq!(s.llm.upstreams[1].first_token_timeout_ms, 20_000);
+        assert_eq!(s.llm.routes[0].filter, Some(serde_json::json!({"lang": "en"})));
+        std::fs::write(
+            &path,
+            "[[llm.routes]]\nname = \"r\"\nupstreams = [\"nowhere\"]\n",
+        )
+        .unwrap();
+        let err = Settings::load_with(Some(&path), Environment::Dev, no_vars()).unwrap_err();
+        assert!(err.to_string().contains("llm.routes[0].upstreams"), "{err}");
+        std::fs::write(
+            &path,
+            "[[llm.upstreams]]\nname = \"a\"\nbase_url = \"http://x/v1\"\ntypo = 1\n",
+        )
+        .unwrap();
+        let err = Settings::load_with(Some(&path), Environment::Dev, no_vars()).unwrap_err();
+        assert!(err.to_string().contains("typo"), "{err}");
+    }
+
+    #[test]
     fn environment_names() {
         assert_eq!(Environment::parse("prod").unwrap(), Environment::Prod);
         assert_eq!(Environment::parse("staging").unwrap(), Environment::Staging);
