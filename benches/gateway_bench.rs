@@ -68,7 +68,10 @@ fn start_upstream() -> String {
         rt.block_on(async move {
             let app = axum::Router::new()
                 .route("/v1/chat/completions", post(answer))
-                .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": []})) }));
+                .route(
+                    "/v1/models",
+                    get(|| async { Json(json!({"object": "list", "data": []})) }),
+                );
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
             axum::serve(l, app).await.unwrap();
@@ -154,7 +157,8 @@ async fn open_loop(
             (which, ok, due.elapsed())
         }));
     }
-    let mut out: Vec<(Vec<Duration>, usize, f64)> = urls.iter().map(|_| (Vec::new(), 0, 0.0)).collect();
+    let mut out: Vec<(Vec<Duration>, usize, f64)> =
+        urls.iter().map(|_| (Vec::new(), 0, 0.0)).collect();
     for t in tasks {
         let (which, ok, d) = t.await.unwrap();
         if ok {
@@ -227,7 +231,12 @@ max_concurrent = 8192
         .arg("serve")
         .arg("--config")
         .arg(&config)
-        .args(["--bind", &format!("127.0.0.1:{port}"), "--model", &model_dir()])
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--model",
+            &model_dir(),
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .stdin(Stdio::null())
@@ -252,7 +261,10 @@ max_concurrent = 8192
         .map(|r| !r.status().is_success())
         .unwrap_or(true)
     {
-        assert!(t.elapsed() < Duration::from_secs(30), "the server did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Warm both paths' connection pools and caches.

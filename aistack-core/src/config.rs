@@ -612,7 +612,10 @@ filter = { lang = "en" }
         let s = Settings::load_with(Some(&path), Environment::Dev, no_vars()).unwrap();
         assert_eq!(s.llm.upstreams.len(), 2);
         assert_eq!(s.llm.upstreams[1].first_token_timeout_ms, 20_000);
-        assert_eq!(s.llm.routes[0].filter, Some(serde_json::json!({"lang": "en"})));
+        assert_eq!(
+            s.llm.routes[0].filter,
+            Some(serde_json::json!({"lang": "en"}))
+        );
         std::fs::write(
             &path,
             "[[llm.routes]]\nname = \"r\"\nupstreams = [\"nowhere\"]\n",

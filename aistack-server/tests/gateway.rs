@@ -716,8 +716,11 @@ async fn limits_refuse_with_the_one_error_shape() {
     let long = "y".repeat(3 * 1024 * 1024);
     let r = send(
         &app,
-        post_json("/v1/chat/completions", json!({"model": "a", "stream": null, "stream_options": null,
-            "messages": [{"role": "user", "content": long}]})),
+        post_json(
+            "/v1/chat/completions",
+            json!({"model": "a", "stream": null, "stream_options": null,
+            "messages": [{"role": "user", "content": long}]}),
+        ),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -904,7 +907,10 @@ async fn the_background_probe_keeps_health_and_breakers_current() {
     let r = send(&app, get("/health")).await;
     let ups = r.json()["upstreams"].clone();
     assert_eq!(ups[1]["readiness"], "down", "{ups}");
-    assert!(!ups.to_string().contains("127.0.0.1"), "no URL in health: {ups}");
+    assert!(
+        !ups.to_string().contains("127.0.0.1"),
+        "no URL in health: {ups}"
+    );
     // Two failed probes open the breaker, with no client traffic at all.
     app.state.gateway.probe_all().await;
     assert_eq!(breaker(&app, "b"), BreakerState::Open);
