@@ -447,6 +447,36 @@ impl Settings {
     }
 }
 
+/// Reads a file holding secrets (API keys): refused when group or others may read it, when it
+/// is not a regular file, or cannot be read; `key` is the setting named in the error.
+pub fn read_secret_file(path: &Path, key: &str) -> Result<String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::config(key, format!("cannot read {}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::config(
+                key,
+                format!(
+                    "{} is accessible by group or others (mode {:o}); run chmod 600 on it",
+                    path.display(),
+                    mode & 0o777
+                ),
+            ));
+        }
+    }
+    if !meta.is_file() {
+        return Err(Error::config(
+            key,
+            format!("{} is not a file", path.display()),
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::config(key, format!("cannot read {}: {e}", path.display())))
+}
+
 fn positive(key: &str, v: usize) -> Result<()> {
     if v == 0 {
         return Err(Error::config(key, "must be greater than 0"));

@@ -120,33 +120,9 @@ pub(crate) enum Attempt {
     Failed(Error, AttemptOutcome),
 }
 
-/// Reads a key file with the rules of the server's key file: mode 600, one non-empty line.
+/// Reads a key file with the rules of the server's key file (mode 600), holding one key.
 fn read_key(path: &std::path::Path, key: &str) -> Result<String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::config(key, format!("cannot read {}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(Error::config(
-                key,
-                format!(
-                    "{} is accessible by group or others (mode {:o}); run chmod 600 on it",
-                    path.display(),
-                    mode & 0o777
-                ),
-            ));
-        }
-    }
-    if !meta.is_file() {
-        return Err(Error::config(
-            key,
-            format!("{} is not a file", path.display()),
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::config(key, format!("cannot read {}: {e}", path.display())))?;
+    let text = crate::config::read_secret_file(path, key)?;
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)

@@ -34,32 +34,7 @@ impl ApiKeys {
     /// Reads keys from `path`, one per line (blank lines and `#` comments skipped). Refuses a
     /// file that group or others can read, an empty file, and keys shorter than 16 characters.
     pub fn load(path: &Path) -> Result<Self> {
-        let key = "server.api_key_file";
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Error::config(key, format!("cannot read {}: {e}", path.display())))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(Error::config(
-                    key,
-                    format!(
-                        "{} is accessible by group or others (mode {:o}); run chmod 600 on it",
-                        path.display(),
-                        mode & 0o777
-                    ),
-                ));
-            }
-        }
-        if !meta.is_file() {
-            return Err(Error::config(
-                key,
-                format!("{} is not a file", path.display()),
-            ));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(key, format!("cannot read {}: {e}", path.display())))?;
+        let text = aistack_core::config::read_secret_file(path, "server.api_key_file")?;
         Self::parse(&text)
     }
 
