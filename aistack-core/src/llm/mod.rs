@@ -346,9 +346,17 @@ impl Gateway {
             .collect::<Vec<_>>()
             .join("; ");
         if all(&|e| e.kind() == ErrorKind::Timeout) {
+            let after = failures
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Error::Timeout { after, .. } => Some(*after),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or_default();
             return Error::Timeout {
                 what: format!("route {route:?} ({summary})"),
-                after: Duration::ZERO,
+                after,
             };
         }
         if all(&|e| e.kind() == ErrorKind::Overloaded) {

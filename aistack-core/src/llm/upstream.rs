@@ -207,10 +207,9 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::internal("building an HTTP client", e))?;
-        let mut config = breaker.clone();
-        // The breaker's own timeout must not cut a request the upstream's deadlines allow.
-        config.call_timeout = settings.first_token_timeout() + settings.connect_timeout();
-        let breaker = breakers.get_or_create(&format!("llm.{}", settings.name), &config)?;
+        // Attempts go through `permit()`, so the breaker's call timeout never applies: the
+        // upstream's own deadlines do.
+        let breaker = breakers.get_or_create(&format!("llm.{}", settings.name), breaker)?;
         Ok(Self {
             slots: Arc::new(Semaphore::new(settings.max_concurrent)),
             settings,
