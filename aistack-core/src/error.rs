@@ -322,6 +322,20 @@ impl Error {
     }
 }
 
+/// Most characters of a caller's input an error message repeats.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// `input` cut to [`MAX_ECHO_CHARS`] characters (with `…` when cut), for error messages.
+pub fn clip(input: &str) -> String {
+    let mut it = input.chars();
+    let head: String = it.by_ref().take(MAX_ECHO_CHARS).collect();
+    if it.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,8 @@ use serde_json::{json, Map};
 async fn conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn VectorStore> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
-    conformance::run_all(store, "emb").await;
+    conformance::run_all(store.clone(), "emb").await;
+    conformance::run_hybrid(store, "emb").await;
 }
 
 fn unit(i: usize, dims: usize) -> Vec<f32> {

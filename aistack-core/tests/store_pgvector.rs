@@ -7,7 +7,8 @@ mod conformance;
 use std::sync::Arc;
 
 use aistack_core::store::{
-    CollectionSpec, Metric, PgConfig, PgVectorStore, Record, SearchRequest, VectorStore,
+    Analyzer, CollectionSpec, Metric, PgConfig, PgVectorStore, Record, SearchMode, SearchRequest,
+    VectorStore,
 };
 use aistack_core::ErrorKind;
 use serde_json::Map;
@@ -21,7 +22,8 @@ async fn store() -> PgVectorStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
     let s: Arc<dyn VectorStore> = Arc::new(store().await);
-    conformance::run_all(s, &format!("pg{}", std::process::id())).await;
+    conformance::run_all(s.clone(), &format!("pg{}", std::process::id())).await;
+    conformance::run_hybrid(s, &format!("pg{}", std::process::id())).await;
 }
 
 #[tokio::test]
@@ -58,4 +60,75 @@ async fn an_unreachable_server_is_unavailable() {
     let err = PgVectorStore::connect(cfg).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_retryable());
+}
+
+/// A database made before lexical search (the 0001 schema, a collection with rows) is upgraded
+/// when aistack connects: the migration adds the columns and the GIN index, and the rows' terms
+/// are filled in, so lexical and hybrid search find the old rows.
+#[tokio::test]
+async fn an_existing_collection_is_upgraded_for_lexical_search() {
+    let admin = store().await;
+    let db = format!("aistack_upgrade_{}", std::process::id());
+    let drop = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop.clone()))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let base = aistack_testing::pg_dsn();
+    let dsn = format!("{}/{db}", &base[..base.rfind('/').unwrap()]);
+    {
+        let old = sqlx::PgPool::connect(&dsn).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!(
+            "../migrations/0001_collections.sql"
+        )))
+        .execute(&old)
+        .await
+        .unwrap();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO aistack_collections (name, dims, metric) VALUES ('old', 4, 'cosine') RETURNING id",
+        )
+        .fetch_one(&old)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE aistack_vec_{id} (id TEXT PRIMARY KEY, embedding vector(4) NOT NULL, metadata JSONB NOT NULL DEFAULT '{{}}');
+             INSERT INTO aistack_vec_{id} VALUES
+               ('a', '[1,0,0,0]', '{{\"_text\": \"defines S_IFCHR for character devices\"}}'),
+               ('b', '[0,1,0,0]', '{{\"_text\": \"non-blocking files\"}}'),
+               ('c', '[0,0,1,0]', '{{\"lang\": \"en\"}}')"
+        )))
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+    }
+    let upgraded = PgVectorStore::connect(PgConfig::new(&dsn)).await.unwrap();
+    let info = upgraded.collection("old").await.unwrap();
+    assert_eq!((info.count, info.spec.analyzer), (3, Analyzer::English));
+    let r = SearchRequest::new(Vec::new(), 5).with_text(SearchMode::Lexical, "s_ifchr devices");
+    let hits = upgraded.search("old", &[r]).await.unwrap().pop().unwrap();
+    assert_eq!(
+        hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    let r =
+        SearchRequest::new(vec![0.0, 0.0, 1.0, 0.0], 2).with_text(SearchMode::Hybrid, "blocking");
+    let hits = upgraded.search("old", &[r]).await.unwrap().pop().unwrap();
+    assert_eq!(
+        hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    // A second connect finds nothing left to do and changes nothing.
+    let again = PgVectorStore::connect(PgConfig::new(&dsn)).await.unwrap();
+    assert_eq!(again.count("old", None).await.unwrap(), 3);
+    upgraded.pool().close().await;
+    again.pool().close().await;
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(admin.pool())
+        .await
+        .unwrap();
 }

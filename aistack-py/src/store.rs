@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aistack_core::embed::Embedder as _;
-use aistack_core::ingest::{TextCollection, TextHit, TextRecord};
-use aistack_core::store::{CollectionSpec, Metric, StoreConfig, VectorStore as CoreStore};
+use aistack_core::ingest::{SearchOptions, TextCollection, TextHit, TextRecord};
+use aistack_core::store::{
+    Analyzer, CollectionSpec, Fusion, Metric, SearchMode, StoreConfig, VectorStore as CoreStore,
+};
 use aistack_core::Error;
 use numpy::{PyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
@@ -146,14 +148,16 @@ impl VectorStore {
         self.backend.backend()
     }
 
-    /// Creates a collection (`Conflict` if it exists). Dimensions default to the embedder's.
-    #[pyo3(signature = (name, *, embedder=None, dim=None, metric="cosine"))]
+    /// Creates a collection (`Conflict` if it exists). Dimensions default to the embedder's;
+    /// `analyzer` (`english` or `simple`) says how text becomes terms for lexical search.
+    #[pyo3(signature = (name, *, embedder=None, dim=None, metric="cosine", analyzer="english"))]
     fn create_collection(
         slf: &Bound<'_, Self>,
         name: &str,
         embedder: Option<Bound<'_, Embedder>>,
         dim: Option<usize>,
         metric: &str,
+        analyzer: &str,
     ) -> PyResult<Collection> {
         let py = slf.py();
         let dims = match (dim, &embedder) {
@@ -165,7 +169,8 @@ impl VectorStore {
             name,
             dims,
             Metric::parse(metric).map_err(|e| error_to_py(py, e))?,
-        );
+        )
+        .with_analyzer(Analyzer::parse(analyzer).map_err(|e| error_to_py(py, e))?);
         let store = slf.get().store(py)?;
         run(py, async move { store.create_collection(&spec).await })?;
         Self::collection(slf, name, embedder, None)
@@ -358,10 +363,14 @@ impl Collection {
         })
     }
 
-    /// The `k` nearest records to a text (embedded as a query) or to `embedding`, best first,
-    /// filtered by `where` (Chroma's operators: `$eq $ne $gt $gte $lt $lte $in $nin $and $or`).
-    #[pyo3(signature = (text=None, *, embedding=None, k=10, r#where=None, min_score=None),
-           text_signature = "(self, text=None, *, embedding=None, k=10, where=None, min_score=None)")]
+    /// The `k` best records for a text or `embedding`, best first, filtered by `where`
+    /// (Chroma's operators: `$eq $ne $gt $gte $lt $lte $in $nin $and $or`). `mode`: `vector`
+    /// (nearest by meaning), `lexical` (BM25 over the text) or `hybrid` (both, fused by
+    /// reciprocal rank; `fusion` sets `rrf_k`, `vector_weight`, `lexical_weight`,
+    /// `vector_depth`, `lexical_depth`).
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (text=None, *, embedding=None, k=10, r#where=None, min_score=None, mode="vector", fusion=None),
+           text_signature = "(self, text=None, *, embedding=None, k=10, where=None, min_score=None, mode='vector', fusion=None)")]
     fn query(
         &self,
         py: Python<'_>,
@@ -370,16 +379,36 @@ impl Collection {
         k: usize,
         r#where: Option<Bound<'_, PyAny>>,
         min_score: Option<f32>,
+        mode: &str,
+        fusion: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Hit>> {
         let filter = r#where
             .filter(|w| !w.is_none())
             .map(|w| to_json(py, &w, "where"))
             .transpose()?;
+        let mode = SearchMode::parse(mode).map_err(|e| error_to_py(py, e))?;
+        let fusion: Fusion = match fusion.filter(|f| !f.is_none()) {
+            None => Fusion::default(),
+            Some(f) => serde_json::from_value(to_json(py, &f, "fusion")?)
+                .map_err(|e| invalid(py, format!("fusion: {e}")))?,
+        };
         let inner = self.inner(py)?;
         let hits = match (text, embedding) {
-            (Some(t), None) => run(py, async move {
-                inner.query(&t, k, filter.as_ref(), min_score).await
-            })?,
+            (Some(t), None) => {
+                let opts = SearchOptions {
+                    mode,
+                    filter,
+                    min_score,
+                    fusion,
+                };
+                run(py, async move { inner.query_with(&t, k, &opts).await })?
+            }
+            (None, Some(_)) if mode != SearchMode::Vector => {
+                return Err(invalid(
+                    py,
+                    "lexical and hybrid search take a query text, not embedding=",
+                ))
+            }
             (None, Some(v)) => {
                 let v = v.into_vec();
                 run(py, async move {
@@ -456,6 +485,10 @@ pub struct Hit {
     document: Option<String>,
     /// The record's metadata.
     metadata: Py<PyDict>,
+    /// Rank (from 1) in the vector arm, where it found this hit.
+    vector_rank: Option<u32>,
+    /// Rank (from 1) in the lexical arm, where it found this hit.
+    lexical_rank: Option<u32>,
 }
 
 impl Hit {
@@ -465,6 +498,8 @@ impl Hit {
             id: h.id,
             score: h.score,
             document: h.document,
+            vector_rank: h.vector_rank,
+            lexical_rank: h.lexical_rank,
         })
     }
 }

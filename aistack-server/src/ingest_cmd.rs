@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use aistack_core::config::Settings;
 use aistack_core::embed::EmbeddingEngine;
-use aistack_core::ingest::{Document, IngestReport, Ingestor};
+use aistack_core::ingest::{Document, IngestReport, Ingestor, SearchOptions};
+use aistack_core::store::SearchMode;
 use aistack_core::{Error, Result};
 use clap::Args;
 use serde_json::{json, Map, Value};
@@ -51,6 +52,10 @@ pub struct SearchArgs {
     /// A metadata filter in JSON, e.g. `{"lang": "en", "year": {"$gte": 2022}}`.
     #[arg(long)]
     filter: Option<String>,
+    /// `vector` (nearest by meaning), `lexical` (BM25 over the text: exact terms and
+    /// identifiers) or `hybrid` (both, fused by reciprocal rank).
+    #[arg(long, default_value = "vector", value_parser = ["vector", "lexical", "hybrid"])]
+    mode: String,
     /// The query text.
     query: String,
 }
@@ -229,15 +234,14 @@ pub async fn search(args: SearchArgs, mut settings: Settings) -> Result<()> {
                 .map_err(|e| Error::invalid(format!("--filter is not JSON: {e}")))
         })
         .transpose()?;
+    let opts = SearchOptions {
+        mode: SearchMode::parse(&args.mode)?,
+        filter,
+        ..SearchOptions::default()
+    };
     let ing: Arc<Ingestor> = Arc::new(ingestor(&mut settings, args.model, &args.store).await?);
     let hits = ing
-        .search(
-            &args.collection,
-            &args.query,
-            args.k as usize,
-            filter.as_ref(),
-            None,
-        )
+        .search_with(&args.collection, &args.query, args.k as usize, &opts)
         .await?;
     let mut out = std::io::stdout().lock();
     for h in hits.iter() {

@@ -205,6 +205,7 @@ fn route(name: &str, upstreams: &[&str]) -> RouteSettings {
         k: 2,
         filter: None,
         min_score: None,
+        mode: Default::default(),
         require_retrieval: false,
         max_concurrent: 8,
     }

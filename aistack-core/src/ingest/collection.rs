@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{CHUNK_KEY, DOC_KEY, TEXT_KEY};
+use super::{SearchOptions, CHUNK_KEY, DOC_KEY, TEXT_KEY};
 use crate::embed::{embed_all, embed_query, Embedder, InputKind};
 use crate::error::{Error, Result};
 use crate::store::{CollectionSpec, Filter, Metric, Record, VectorStore};
@@ -23,6 +23,10 @@ pub struct TextHit {
     pub document: Option<String>,
     /// The caller's metadata (reserved keys removed).
     pub metadata: Map<String, Value>,
+    /// Rank (from 1) in the vector arm, where the vector arm found it.
+    pub vector_rank: Option<u32>,
+    /// Rank (from 1) in the lexical arm, where the lexical arm found it.
+    pub lexical_rank: Option<u32>,
 }
 
 /// One record as [`TextCollection::get`] returns it.
@@ -195,8 +199,35 @@ impl TextCollection {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Vec<TextHit>> {
-        let v = embed_query(self.embedder()?.as_ref(), text).await?;
-        self.query_vector(v, k, filter, min_score).await
+        self.query_with(text, k, &SearchOptions::vector(filter, min_score))
+            .await
+    }
+
+    /// The best `k` records for `text` in the mode `opts` names (vector, lexical or hybrid);
+    /// lexical search does not embed the query.
+    pub async fn query_with(
+        &self,
+        text: &str,
+        k: usize,
+        opts: &SearchOptions,
+    ) -> Result<Vec<TextHit>> {
+        let filter = opts.filter.as_ref().map(Filter::from_json).transpose()?;
+        let v = if opts.mode.uses_vector() {
+            embed_query(self.embedder()?.as_ref(), text).await?
+        } else {
+            Vec::new()
+        };
+        let hits = super::run_search(
+            self.store.as_ref(),
+            &self.spec.name,
+            v,
+            Some(text),
+            k,
+            filter,
+            opts,
+        )
+        .await?;
+        Ok(hits.into_iter().map(text_hit).collect())
     }
 
     /// The `k` records nearest to `vector`, best first.
@@ -217,18 +248,7 @@ impl TextCollection {
             min_score,
         )
         .await?;
-        Ok(hits
-            .into_iter()
-            .map(|h| {
-                let (document, metadata) = split(h.metadata.unwrap_or_default());
-                TextHit {
-                    id: h.id,
-                    score: h.score,
-                    document,
-                    metadata,
-                }
-            })
-            .collect())
+        Ok(hits.into_iter().map(text_hit).collect())
     }
 
     /// The records with these ids, in the order asked; missing ids are left out.
@@ -266,6 +286,18 @@ impl TextCollection {
     pub async fn count(&self, filter: Option<&Value>) -> Result<u64> {
         let f = filter.map(Filter::from_json).transpose()?;
         self.store.count(&self.spec.name, f.as_ref()).await
+    }
+}
+
+fn text_hit(h: crate::store::Hit) -> TextHit {
+    let (document, metadata) = split(h.metadata.unwrap_or_default());
+    TextHit {
+        id: h.id,
+        score: h.score,
+        document,
+        metadata,
+        vector_rank: h.vector_rank,
+        lexical_rank: h.lexical_rank,
     }
 }
 

@@ -22,15 +22,16 @@ use crate::cache::{Cache, CacheBound, CacheConfig, CacheStats, Epochs};
 use crate::embed::{embed_all, embed_query, Embedder, InputKind};
 use crate::error::{Error, Result};
 use crate::store::{
-    validate_id, CollectionSpec, Filter, Metric, Record, SearchRequest, VectorStore,
+    validate_id, CollectionSpec, Filter, Fusion, Metric, Record, SearchMode, SearchRequest,
+    VectorStore,
 };
 
 /// Metadata key holding a chunk's document id.
 pub const DOC_KEY: &str = "_doc";
 /// Metadata key holding a chunk's index in its document.
 pub const CHUNK_KEY: &str = "_chunk";
-/// Metadata key holding a chunk's text.
-pub const TEXT_KEY: &str = "_text";
+/// Metadata key holding a chunk's text (the key lexical search indexes).
+pub use crate::store::TEXT_KEY;
 
 /// A document to ingest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,8 +58,38 @@ pub struct DocHit {
     pub text: String,
     /// The document's metadata.
     pub metadata: Map<String, Value>,
-    /// Higher is better.
+    /// Higher is better (the fused score, in hybrid mode).
     pub score: f32,
+    /// Rank (from 1) in the vector arm, where the vector arm found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_rank: Option<u32>,
+    /// Rank (from 1) in the lexical arm, where the lexical arm found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical_rank: Option<u32>,
+}
+
+/// How a text search runs, beyond its query and `k`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchOptions {
+    /// Vector (the default), lexical (BM25) or hybrid.
+    pub mode: SearchMode,
+    /// Only chunks whose metadata passes (the JSON filter form).
+    pub filter: Option<Value>,
+    /// Only hits whose vector score is at least this (vector and hybrid).
+    pub min_score: Option<f32>,
+    /// How hybrid search fuses its arms.
+    pub fusion: Fusion,
+}
+
+impl SearchOptions {
+    /// Vector search with an optional filter and score bound (what `search` does).
+    pub fn vector(filter: Option<&Value>, min_score: Option<f32>) -> Self {
+        Self {
+            filter: filter.cloned(),
+            min_score,
+            ..Self::default()
+        }
+    }
 }
 
 /// What an ingest call did.
@@ -80,6 +111,8 @@ struct SearchKey {
     k: usize,
     filter: String,
     min_score: Option<u32>,
+    mode: SearchMode,
+    fusion: [u64; 5],
 }
 
 /// Ingests documents into a vector store and searches them by text.
@@ -266,21 +299,66 @@ impl Ingestor {
         filter: Option<&Value>,
         min_score: Option<f32>,
     ) -> Result<Arc<Vec<DocHit>>> {
+        self.search_with(
+            collection,
+            query,
+            k,
+            &SearchOptions::vector(filter, min_score),
+        )
+        .await
+    }
+
+    /// The best `k` chunks for `query` in the mode `opts` names: nearest by vector, by BM25
+    /// over the chunks' text (no embedding, so it works while the model loads), or both fused.
+    /// Cached like [`Ingestor::search`].
+    pub async fn search_with(
+        &self,
+        collection: &str,
+        query: &str,
+        k: usize,
+        opts: &SearchOptions,
+    ) -> Result<Arc<Vec<DocHit>>> {
         // A bad filter is refused before the query is embedded (or the model is even ready).
-        let parsed = filter.map(Filter::from_json).transpose()?;
+        let parsed = opts.filter.as_ref().map(Filter::from_json).transpose()?;
+        let f = &opts.fusion;
         let key = SearchKey {
             collection: collection.to_string(),
             epoch: self.epochs.current(collection),
             query: query.to_string(),
             k,
-            filter: filter.map(|f| f.to_string()).unwrap_or_default(),
-            min_score: min_score.map(f32::to_bits),
+            filter: opts
+                .filter
+                .as_ref()
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
+            min_score: opts.min_score.map(f32::to_bits),
+            mode: opts.mode,
+            fusion: [
+                f.rrf_k.to_bits(),
+                f.vector_weight.to_bits(),
+                f.lexical_weight.to_bits(),
+                f.vector_depth.map_or(0, |d| d as u64 + 1),
+                f.lexical_depth.map_or(0, |d| d as u64 + 1),
+            ],
         };
         if let Some(hit) = self.cache.get(&key) {
             return Ok(hit);
         }
-        let v = embed_query(self.embedder.as_ref(), query).await?;
-        let hits = nearest(self.store.as_ref(), collection, v, k, parsed, min_score).await?;
+        let v = if opts.mode.uses_vector() {
+            embed_query(self.embedder.as_ref(), query).await?
+        } else {
+            Vec::new()
+        };
+        let hits = run_search(
+            self.store.as_ref(),
+            collection,
+            v,
+            Some(query),
+            k,
+            parsed,
+            opts,
+        )
+        .await?;
         let hits = Arc::new(hits.into_iter().map(doc_hit).collect::<Vec<_>>());
         self.cache.insert(key, hits.clone());
         Ok(hits)
@@ -330,9 +408,29 @@ pub(crate) async fn nearest(
     filter: Option<Filter>,
     min_score: Option<f32>,
 ) -> Result<Vec<crate::store::Hit>> {
+    let opts = SearchOptions::vector(None, min_score);
+    run_search(store, collection, vector, None, k, filter, &opts).await
+}
+
+/// The one search of the text front ends, in any mode: `vector` for the vector arm (empty in
+/// lexical mode), `text` for the lexical arm.
+pub(crate) async fn run_search(
+    store: &dyn VectorStore,
+    collection: &str,
+    vector: Vec<f32>,
+    text: Option<&str>,
+    k: usize,
+    filter: Option<Filter>,
+    opts: &SearchOptions,
+) -> Result<Vec<crate::store::Hit>> {
     let mut req = SearchRequest::new(vector, k);
+    req.mode = opts.mode;
+    if opts.mode.uses_text() {
+        req.text = text.map(str::to_string);
+    }
+    req.fusion = opts.fusion;
     req.filter = filter;
-    req.min_score = min_score;
+    req.min_score = opts.min_score;
     Ok(store
         .search(collection, &[req])
         .await?
@@ -358,5 +456,7 @@ fn doc_hit(h: crate::store::Hit) -> DocHit {
         text,
         metadata: m,
         score: h.score,
+        vector_rank: h.vector_rank,
+        lexical_rank: h.lexical_rank,
     }
 }

@@ -6,19 +6,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::ingest::{DocHit, Ingestor};
+use crate::ingest::{DocHit, Ingestor, SearchOptions};
+use crate::store::SearchMode;
 
 /// Searches a collection by text; what grounding needs of the store.
 #[async_trait]
 pub trait Retriever: Send + Sync {
-    /// The `k` best chunks of `collection` for `query`, best first.
+    /// The `k` best chunks of `collection` for `query`, best first, searched as `opts` says.
     async fn retrieve(
         &self,
         collection: &str,
         query: &str,
         k: usize,
-        filter: Option<&Value>,
-        min_score: Option<f32>,
+        opts: &SearchOptions,
     ) -> Result<Vec<DocHit>>;
 }
 
@@ -29,11 +29,10 @@ impl Retriever for Ingestor {
         collection: &str,
         query: &str,
         k: usize,
-        filter: Option<&Value>,
-        min_score: Option<f32>,
+        opts: &SearchOptions,
     ) -> Result<Vec<DocHit>> {
         Ok(self
-            .search(collection, query, k, filter, min_score)
+            .search_with(collection, query, k, opts)
             .await?
             .as_ref()
             .clone())
@@ -57,6 +56,9 @@ pub struct RetrievalPlan {
     /// Lowest score kept.
     #[serde(default)]
     pub min_score: Option<f32>,
+    /// `vector`, `lexical` or `hybrid`.
+    #[serde(default)]
+    pub mode: Option<SearchMode>,
 }
 
 /// One source used in an answer.
@@ -106,10 +108,14 @@ pub async fn retrieve(
     query: &str,
 ) -> Result<Vec<Citation>> {
     let mut all = Vec::new();
+    let opts = SearchOptions {
+        mode: plan.mode.unwrap_or_default(),
+        filter: plan.filter.clone(),
+        min_score: plan.min_score,
+        ..SearchOptions::default()
+    };
     for c in &plan.collections {
-        let hits = retriever
-            .retrieve(c, query, k, plan.filter.as_ref(), plan.min_score)
-            .await?;
+        let hits = retriever.retrieve(c, query, k, &opts).await?;
         all.extend(hits.into_iter().map(|h| (c.clone(), h)));
     }
     all.sort_by(|a, b| {

@@ -420,6 +420,7 @@ impl Gateway {
             k: Some(r.k),
             filter: r.filter.clone(),
             min_score: r.min_score,
+            mode: Some(r.mode),
         };
         let mut asked_collections = false;
         if let Some(ext) = ext {
@@ -446,6 +447,9 @@ impl Gateway {
             }
             if let Some(s) = asked.min_score {
                 plan.min_score = Some(s);
+            }
+            if let Some(m) = asked.mode {
+                plan.mode = Some(m);
             }
         }
         let k = plan.k.unwrap_or(r.k);

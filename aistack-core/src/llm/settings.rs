@@ -107,9 +107,12 @@ pub struct RouteSettings {
     /// A metadata filter applied to the search (the search API's filter language).
     #[serde(default)]
     pub filter: Option<Value>,
-    /// Sources scoring below this are left out.
+    /// Sources scoring below this are left out (vector score; vector and hybrid modes).
     #[serde(default)]
     pub min_score: Option<f32>,
+    /// How sources are searched: `vector` (default), `lexical` or `hybrid`.
+    #[serde(default)]
+    pub mode: crate::store::SearchMode,
     /// Answer 503 instead of an ungrounded answer when the search fails.
     #[serde(default)]
     pub require_retrieval: bool,

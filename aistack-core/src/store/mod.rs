@@ -5,8 +5,10 @@
 //! Scores are "higher is better" on every backend and metric: cosine similarity for `cosine`,
 //! the dot product for `dot`, and the negated Euclidean distance for `l2`.
 
+pub mod analyzer;
 mod embedded;
 pub mod filter;
+pub mod hybrid;
 mod open;
 #[cfg(feature = "pgvector")]
 mod postgres;
@@ -18,8 +20,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use analyzer::Analyzer;
 pub use embedded::{AnnConfig, EmbeddedStore, IndexPrecision, IndexStatus};
 pub use filter::Filter;
+pub use hybrid::{Fusion, SearchMode};
 pub use open::{OpenedStore, StoreConfig};
 
 /// A connection pool's figures, for metrics.
@@ -114,7 +118,11 @@ fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// A collection's name, size and metric.
+/// Metadata key holding a record's text: what lexical search indexes (a string; records
+/// without one are found by vector search only).
+pub const TEXT_KEY: &str = "_text";
+
+/// A collection's name, size, metric and text analyzer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionSpec {
     /// 1 to 64 characters: ASCII letters, digits, `_` and `-`, starting with a letter or digit.
@@ -123,16 +131,26 @@ pub struct CollectionSpec {
     pub dims: usize,
     /// How vectors are compared.
     pub metric: Metric,
+    /// How the records' text becomes terms for lexical search (English by default).
+    #[serde(default)]
+    pub analyzer: Analyzer,
 }
 
 impl CollectionSpec {
-    /// A spec, unchecked until used.
+    /// A spec with the default (English) analyzer, unchecked until used.
     pub fn new(name: impl Into<String>, dims: usize, metric: Metric) -> Self {
         Self {
             name: name.into(),
             dims,
             metric,
+            analyzer: Analyzer::default(),
         }
+    }
+
+    /// The same spec with another analyzer.
+    pub fn with_analyzer(mut self, analyzer: Analyzer) -> Self {
+        self.analyzer = analyzer;
+        self
     }
 
     /// Checks the name and dimensions.
@@ -203,13 +221,20 @@ impl Record {
 /// One query of a batched search.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {
-    /// The query vector.
+    /// How hits are ranked: by vector (the default), by BM25 over the text, or both fused.
+    pub mode: SearchMode,
+    /// The query vector (not used, and may be empty, in `lexical` mode).
     pub vector: Vec<f32>,
+    /// The query text, for the `lexical` and `hybrid` modes (analyzed as the collection's text).
+    pub text: Option<String>,
+    /// How a hybrid search fuses its arms.
+    pub fusion: Fusion,
     /// How many hits at most (1 to 10,000).
     pub k: usize,
     /// Only records whose metadata passes.
     pub filter: Option<Filter>,
-    /// Only hits scoring at least this.
+    /// Only hits whose vector score is at least this (vector and hybrid modes: it bounds the
+    /// vector arm).
     pub min_score: Option<f32>,
     /// Return each hit's metadata.
     pub with_metadata: bool,
@@ -221,12 +246,36 @@ impl SearchRequest {
     /// The `k` nearest to `vector`, with metadata, no filter.
     pub fn new(vector: Vec<f32>, k: usize) -> Self {
         Self {
+            mode: SearchMode::Vector,
             vector,
+            text: None,
+            fusion: Fusion::default(),
             k,
             filter: None,
             min_score: None,
             with_metadata: true,
             with_vector: false,
+        }
+    }
+
+    /// The same request in another mode with query text (for `lexical` and `hybrid`).
+    pub fn with_text(mut self, mode: SearchMode, text: impl Into<String>) -> Self {
+        self.mode = mode;
+        self.text = Some(text.into());
+        self
+    }
+
+    /// A copy of this request as one arm of a hybrid search: `mode`, `k` candidates.
+    pub fn arm(&self, mode: SearchMode, k: usize) -> Self {
+        Self {
+            mode,
+            k,
+            min_score: if mode == SearchMode::Vector {
+                self.min_score
+            } else {
+                None
+            },
+            ..self.clone()
         }
     }
 }
@@ -236,8 +285,15 @@ impl SearchRequest {
 pub struct Hit {
     /// The record's id.
     pub id: String,
-    /// Higher is better (see the module docs).
+    /// Higher is better: the vector score (see the module docs), the backend's lexical score
+    /// (BM25, or `ts_rank_cd` on PostgreSQL), or the fused score of a hybrid search.
     pub score: f32,
+    /// The hit's rank (from 1) in the vector arm, where it was found there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_rank: Option<u32>,
+    /// The hit's rank (from 1) in the lexical arm, where it was found there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical_rank: Option<u32>,
     /// The metadata, when asked for.
     pub metadata: Option<Map<String, Value>>,
     /// The vector, when asked for.
@@ -349,7 +405,7 @@ pub fn validate_id(id: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Checks a batch of search requests and prepares their vectors.
+/// Checks a batch of search requests and prepares their vectors (empty for `lexical` ones).
 pub fn prepare_requests(
     spec: &CollectionSpec,
     requests: &[SearchRequest],
@@ -375,12 +431,41 @@ pub fn prepare_requests(
                     "search {i}: min_score must be finite"
                 )));
             }
+            if r.mode.uses_text() {
+                let text = r.text.as_deref().unwrap_or("");
+                if text.trim().is_empty() {
+                    return Err(Error::invalid(format!(
+                        "search {i}: {} search needs query text",
+                        r.mode.as_str()
+                    )));
+                }
+                if text.len() > MAX_QUERY_TEXT_BYTES {
+                    return Err(Error::invalid(format!(
+                        "search {i}: query text is {} bytes; the limit is {MAX_QUERY_TEXT_BYTES}",
+                        text.len()
+                    )));
+                }
+            }
+            if r.mode == SearchMode::Lexical {
+                if r.min_score.is_some() {
+                    return Err(Error::invalid(format!(
+                        "search {i}: min_score bounds the vector score; it does not apply to lexical search"
+                    )));
+                }
+                return Ok(Vec::new());
+            }
+            if r.mode == SearchMode::Hybrid {
+                r.fusion.validate(&format!("search {i}"))?;
+            }
             let mut v = r.vector.clone();
             prepare_vector(spec, &mut v, &format!("search {i}"))?;
             Ok(v)
         })
         .collect()
 }
+
+/// Longest query text of a lexical or hybrid search, in bytes.
+pub const MAX_QUERY_TEXT_BYTES: usize = 16 * 1024;
 
 /// Orders hits best first, ties by id, so every backend returns the same order.
 pub fn sort_hits(hits: &mut [Hit]) {

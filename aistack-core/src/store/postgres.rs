@@ -3,6 +3,11 @@
 //! compiled to SQL with every value bound, and index-friendly `ORDER BY embedding <=> $1 LIMIT k`
 //! searches (iterative index scans for filtered queries, pgvector ≥ 0.8).
 //!
+//! Lexical search uses a `tsvector` column the database keeps (generated) from the terms aistack
+//! writes with each record (`lexemes`, produced by the collection's [`Analyzer`]), with a GIN
+//! index and `ts_rank_cd`; a hybrid search runs both arms and their reciprocal rank fusion in one
+//! statement.
+//!
 //! The store keeps no state of its own between calls, so any number of servers can share one
 //! database behind a load balancer.
 
@@ -16,8 +21,8 @@ use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 
 use super::filter::{Cmp, Filter, Scalar};
 use super::{
-    prepare_records, prepare_requests, validate_collection_name, CollectionInfo, CollectionSpec,
-    Hit, Metric, Record, SearchRequest, VectorStore,
+    prepare_records, prepare_requests, validate_collection_name, Analyzer, CollectionInfo,
+    CollectionSpec, Hit, Metric, Record, SearchMode, SearchRequest, VectorStore, TEXT_KEY,
 };
 use crate::error::{Error, Result};
 
@@ -111,6 +116,68 @@ fn db_err(context: &str, e: sqlx::Error) -> Error {
 struct Coll {
     table: String,
     spec: CollectionSpec,
+}
+
+/// Largest `lexemes` literal written for one record (PostgreSQL's tsvector holds at most 1 MB);
+/// the terms of a longer text past it are left out.
+const MAX_LEXEMES_BYTES: usize = 900_000;
+/// Rows re-analyzed per statement when a collection's lexemes are filled in after an upgrade.
+const BACKFILL_BATCH: i64 = 500;
+
+/// A tsvector literal of `text`'s terms with their positions (`'term':1,5 'other':2`), in the
+/// form PostgreSQL reads without analyzing again.
+fn lexemes(analyzer: Analyzer, text: &str) -> String {
+    let mut positions: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, t) in analyzer.terms(text).into_iter().enumerate() {
+        let pos = (i + 1).min(16_383);
+        let list = positions.entry(t).or_default();
+        if list.len() < 255 && list.last() != Some(&pos) {
+            list.push(pos);
+        }
+    }
+    let mut out = String::new();
+    for (term, list) in positions {
+        let mut entry = String::with_capacity(term.len() + 8);
+        entry.push('\'');
+        for c in term.chars() {
+            if c == '\'' || c == '\\' {
+                entry.push(c);
+            }
+            entry.push(c);
+        }
+        entry.push_str("':");
+        let nums: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+        entry.push_str(&nums.join(","));
+        if out.len() + entry.len() + 1 > MAX_LEXEMES_BYTES {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&entry);
+    }
+    out
+}
+
+/// A tsquery literal matching any of the query's terms (`'a' | 'b'`), or `None` without terms.
+fn tsquery(analyzer: Analyzer, text: &str) -> Option<String> {
+    let terms = analyzer.query_terms(text);
+    if terms.is_empty() {
+        return None;
+    }
+    let quoted: Vec<String> = terms
+        .iter()
+        .map(|t| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")))
+        .collect();
+    Some(quoted.join(" | "))
+}
+
+/// The lexemes of a record's text, where it has text.
+fn record_lexemes(analyzer: Analyzer, metadata: &Map<String, Value>) -> Option<String> {
+    metadata
+        .get(TEXT_KEY)
+        .and_then(Value::as_str)
+        .map(|t| lexemes(analyzer, t))
 }
 
 fn metric_ops(m: Metric) -> (&'static str, &'static str) {
@@ -274,7 +341,67 @@ impl PgVectorStore {
             reason: "PostgreSQL: running migrations failed".into(),
             source: Some(Box::new(e)),
         })?;
-        Ok(Self { pool, config })
+        let store = Self { pool, config };
+        store.backfill_lexemes().await?;
+        Ok(store)
+    }
+
+    /// Fills in the lexemes of collections created before lexical search (the migration adds
+    /// the columns; only aistack has the analyzer). Serialized across clients; a collection is
+    /// marked ready when done, so this runs once.
+    async fn backfill_lexemes(&self) -> Result<()> {
+        let err = |e| db_err("filling in lexemes", e);
+        let pending: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, analyzer FROM aistack_collections WHERE NOT lexical_ready ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        for (id, analyzer) in pending {
+            let analyzer = Analyzer::parse(&analyzer)?;
+            let table = format!("aistack_vec_{id}");
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7316021)")
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            let mut done = 0u64;
+            loop {
+                let rows: Vec<(String, Option<String>)> = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT id, metadata->>'{TEXT_KEY}' FROM {table} WHERE lexemes IS NULL LIMIT {BACKFILL_BATCH}"
+                )))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(err)?;
+                if rows.is_empty() {
+                    break;
+                }
+                done += rows.len() as u64;
+                let (ids, lexes): (Vec<String>, Vec<String>) = rows
+                    .into_iter()
+                    .map(|(id, text)| {
+                        let l = text.map(|t| lexemes(analyzer, &t)).unwrap_or_default();
+                        (id, l)
+                    })
+                    .unzip();
+                sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE {table} t SET lexemes = u.l FROM UNNEST($1::text[], $2::text[]) u(id, l) WHERE t.id = u.id"
+                )))
+                .bind(ids)
+                .bind(lexes)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            }
+            sqlx::query("UPDATE aistack_collections SET lexical_ready = true WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            tracing::info!(table = %table, records = done, "filled in lexemes for lexical search");
+        }
+        Ok(())
     }
 
     /// The connection pool (for health checks and metrics).
@@ -284,14 +411,16 @@ impl PgVectorStore {
 
     async fn coll(&self, name: &str) -> Result<Coll> {
         validate_collection_name(name)?;
-        let row = sqlx::query("SELECT id, dims, metric FROM aistack_collections WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| db_err("looking up a collection", e))?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("collection {name:?}"),
-            })?;
+        let row = sqlx::query(
+            "SELECT id, dims, metric, analyzer FROM aistack_collections WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_err("looking up a collection", e))?
+        .ok_or_else(|| Error::NotFound {
+            what: format!("collection {name:?}"),
+        })?;
         coll_from_row(name, &row)
     }
 
@@ -304,38 +433,48 @@ impl PgVectorStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        let existing =
-            sqlx::query("SELECT id, dims, metric FROM aistack_collections WHERE name = $1")
-                .bind(&spec.name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err)?;
+        let existing = sqlx::query(
+            "SELECT id, dims, metric, analyzer FROM aistack_collections WHERE name = $1",
+        )
+        .bind(&spec.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err)?;
         if let Some(row) = existing {
             let c = coll_from_row(&spec.name, &row)?;
             if exist_ok && c.spec == *spec {
                 return Ok(());
             }
             return Err(Error::Conflict(format!(
-                "collection {:?} already exists with {} dims and metric {}",
+                "collection {:?} already exists with {} dims, metric {} and analyzer {}",
                 spec.name,
                 c.spec.dims,
-                c.spec.metric.as_str()
+                c.spec.metric.as_str(),
+                c.spec.analyzer.as_str()
             )));
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO aistack_collections (name, dims, metric) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO aistack_collections (name, dims, metric, analyzer, lexical_ready) VALUES ($1, $2, $3, $4, true) RETURNING id",
         )
         .bind(&spec.name)
         .bind(spec.dims as i32)
         .bind(spec.metric.as_str())
+        .bind(spec.analyzer.as_str())
         .fetch_one(&mut *tx)
         .await
         .map_err(err)?;
         let table = format!("aistack_vec_{id}");
         // Only integers and fixed words are formatted into DDL; names are bound values above.
         sqlx::query(AssertSqlSafe(format!(
-            "CREATE TABLE {table} (id TEXT PRIMARY KEY, embedding vector({}) NOT NULL, metadata JSONB NOT NULL DEFAULT '{{}}')",
+            "CREATE TABLE {table} (id TEXT PRIMARY KEY, embedding vector({}) NOT NULL, metadata JSONB NOT NULL DEFAULT '{{}}', \
+             lexemes TEXT, tsv tsvector GENERATED ALWAYS AS (lexemes::tsvector) STORED)",
             spec.dims
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE INDEX {table}_tsv ON {table} USING gin (tsv)"
         )))
         .execute(&mut *tx)
         .await
@@ -354,16 +493,138 @@ impl PgVectorStore {
     }
 }
 
+/// The vector arm's ranked ids, `vr` from 1 (ties in id order): the inner query has the one
+/// shape the HNSW index serves (`ORDER BY distance LIMIT k`); `min_score` applies after it.
+fn push_vector_arm(
+    qb: &mut QueryBuilder<Postgres>,
+    c: &Coll,
+    req: &SearchRequest,
+    q: Vec<f32>,
+    k: usize,
+) {
+    let (_, op) = metric_ops(c.spec.metric);
+    let score = score_sql(c.spec.metric);
+    qb.push(format!(
+        "SELECT id, {score} AS score, row_number() OVER (ORDER BY d, id COLLATE \"C\") AS vr FROM (SELECT id, embedding {op} "
+    ));
+    let v = Vector::from(q);
+    qb.push_bind(v.clone());
+    qb.push(format!(" AS d FROM {}", c.table));
+    if let Some(f) = &req.filter {
+        qb.push(" WHERE ");
+        push_filter(qb, f);
+    }
+    qb.push(format!(" ORDER BY embedding {op} "));
+    qb.push_bind(v);
+    qb.push(" LIMIT ");
+    qb.push_bind(k as i64);
+    qb.push(") s");
+    if let Some(min) = req.min_score {
+        qb.push(format!(" WHERE {score} >= "));
+        qb.push_bind(min as f64);
+    }
+}
+
+/// The lexical arm's ranked ids, `lr` from 1: records whose terms match any of the query's,
+/// by `ts_rank_cd` (normalized by document length), ties in id order.
+fn push_lexical_arm(
+    qb: &mut QueryBuilder<Postgres>,
+    c: &Coll,
+    req: &SearchRequest,
+    tq: &str,
+    k: usize,
+) {
+    qb.push("SELECT id, score, row_number() OVER (ORDER BY score DESC, id COLLATE \"C\") AS lr FROM (SELECT id, ts_rank_cd(tsv, ");
+    qb.push_bind(tq.to_string());
+    qb.push("::tsquery, 1)::float8 AS score FROM ");
+    qb.push(&c.table);
+    qb.push(" WHERE tsv @@ ");
+    qb.push_bind(tq.to_string());
+    qb.push("::tsquery");
+    if let Some(f) = &req.filter {
+        qb.push(" AND (");
+        push_filter(qb, f);
+        qb.push(")");
+    }
+    qb.push(" ORDER BY score DESC, id COLLATE \"C\" LIMIT ");
+    qb.push_bind(k as i64);
+    qb.push(") x");
+}
+
+/// A vector search: the best `k` by vector score.
+fn vector_sql(c: &Coll, req: &SearchRequest, q: Vec<f32>) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::<Postgres>::new("SELECT t.id, t.metadata, t.embedding, a.score::float8 AS score, a.vr, NULL::bigint AS lr FROM (");
+    push_vector_arm(&mut qb, c, req, q, req.k);
+    qb.push(format!(
+        ") a JOIN {} t ON t.id = a.id ORDER BY a.vr",
+        c.table
+    ));
+    qb
+}
+
+/// A lexical search: the best `k` by `ts_rank_cd`.
+fn lexical_sql(c: &Coll, req: &SearchRequest, tq: &str) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "SELECT t.id, t.metadata, t.embedding, a.score, NULL::bigint AS vr, a.lr FROM (",
+    );
+    push_lexical_arm(&mut qb, c, req, tq, req.k);
+    qb.push(format!(
+        ") a JOIN {} t ON t.id = a.id ORDER BY a.lr",
+        c.table
+    ));
+    qb
+}
+
+/// A hybrid search in one statement: both arms, then their reciprocal rank fusion (the
+/// formula of [`crate::store::hybrid::rrf_score`], in `float8` and the same order).
+fn hybrid_sql(
+    c: &Coll,
+    req: &SearchRequest,
+    q: Vec<f32>,
+    tq: Option<String>,
+) -> QueryBuilder<Postgres> {
+    let f = &req.fusion;
+    let mut qb = QueryBuilder::<Postgres>::new("WITH v AS (");
+    push_vector_arm(&mut qb, c, req, q, f.vector_depth_for(req.k));
+    qb.push("), l AS (");
+    match &tq {
+        Some(tq) => push_lexical_arm(&mut qb, c, req, tq, f.lexical_depth_for(req.k)),
+        None => {
+            qb.push(
+                "SELECT NULL::text AS id, NULL::float8 AS score, NULL::bigint AS lr WHERE false",
+            );
+        }
+    }
+    qb.push("), f AS (SELECT COALESCE(v.id, l.id) AS id, v.vr, l.lr, COALESCE(");
+    qb.push_bind(f.vector_weight);
+    qb.push("::float8 / (");
+    qb.push_bind(f.rrf_k);
+    qb.push("::float8 + v.vr), 0) + COALESCE(");
+    qb.push_bind(f.lexical_weight);
+    qb.push("::float8 / (");
+    qb.push_bind(f.rrf_k);
+    qb.push(format!(
+        "::float8 + l.lr), 0) AS score FROM v FULL JOIN l ON v.id = l.id) \
+         SELECT t.id, t.metadata, t.embedding, f.score, f.vr, f.lr FROM f JOIN {} t ON t.id = f.id \
+         ORDER BY f.score DESC, f.id COLLATE \"C\" LIMIT ",
+        c.table
+    ));
+    qb.push_bind(req.k as i64);
+    qb
+}
+
 fn coll_from_row(name: &str, row: &sqlx::postgres::PgRow) -> Result<Coll> {
     let id: i64 = row.get("id");
     let dims: i32 = row.get("dims");
     let metric: String = row.get("metric");
+    let analyzer: String = row.get("analyzer");
     Ok(Coll {
         table: format!("aistack_vec_{id}"),
         spec: CollectionSpec {
             name: name.to_string(),
             dims: dims as usize,
             metric: Metric::parse(&metric)?,
+            analyzer: Analyzer::parse(&analyzer)?,
         },
     })
 }
@@ -398,7 +659,7 @@ impl VectorStore for PgVectorStore {
 
     async fn list_collections(&self) -> Result<Vec<CollectionInfo>> {
         let rows = sqlx::query(
-            "SELECT id, name, dims, metric FROM aistack_collections ORDER BY name COLLATE \"C\"",
+            "SELECT id, name, dims, metric, analyzer FROM aistack_collections ORDER BY name COLLATE \"C\"",
         )
         .fetch_all(&self.pool)
         .await
@@ -470,22 +731,25 @@ impl VectorStore for PgVectorStore {
         let mut ids = Vec::with_capacity(last.len());
         let mut vectors = Vec::with_capacity(last.len());
         let mut metas = Vec::with_capacity(last.len());
+        let mut lexes: Vec<Option<String>> = Vec::with_capacity(last.len());
         for (i, r) in records.into_iter().enumerate() {
             if last.get(&r.id) == Some(&i) {
                 ids.push(r.id);
                 vectors.push(Vector::from(r.vector));
+                lexes.push(record_lexemes(c.spec.analyzer, &r.metadata));
                 metas.push(Value::Object(r.metadata));
             }
         }
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (id, embedding, metadata) \
-             SELECT * FROM UNNEST($1::text[], $2::vector[], $3::jsonb[]) \
-             ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata",
+            "INSERT INTO {} (id, embedding, metadata, lexemes) \
+             SELECT * FROM UNNEST($1::text[], $2::vector[], $3::jsonb[], $4::text[]) \
+             ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, lexemes = EXCLUDED.lexemes",
             c.table
         )))
         .bind(ids)
         .bind(vectors)
         .bind(metas)
+        .bind(lexes)
         .execute(&self.pool)
         .await
         .map_err(|e| db_err("upserting records", e))?;
@@ -565,48 +829,48 @@ impl VectorStore for PgVectorStore {
         let queries = prepare_requests(&c.spec, requests)?;
         let err = |e| db_err("searching", e);
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let (_, op) = metric_ops(c.spec.metric);
         let mut out = Vec::with_capacity(requests.len());
         for (req, q) in requests.iter().zip(queries) {
-            let ef = self.config.ef_search.max(req.k as u32).min(1000);
+            let depth = match req.mode {
+                SearchMode::Hybrid => req.fusion.vector_depth_for(req.k),
+                _ => req.k,
+            };
+            let ef = self.config.ef_search.max(depth as u32).min(1000);
             sqlx::query("SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', $2, true)")
                 .bind(ef.to_string())
                 .bind(if req.filter.is_some() { "relaxed_order" } else { "off" })
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
-            // The inner query has the one shape the HNSW index serves (ORDER BY distance LIMIT k);
-            // the outer one puts ties in id order and applies min_score.
-            let mut qb = QueryBuilder::<Postgres>::new(format!(
-                "SELECT id, metadata, embedding, {} AS score \
-                 FROM (SELECT id, metadata, embedding, embedding {op} ",
-                score_sql(c.spec.metric)
-            ));
-            let v = Vector::from(q);
-            qb.push_bind(v.clone());
-            qb.push(format!(" AS d FROM {}", c.table));
-            if let Some(f) = &req.filter {
-                qb.push(" WHERE ");
-                push_filter(&mut qb, f);
-            }
-            qb.push(format!(" ORDER BY embedding {op} "));
-            qb.push_bind(v);
-            qb.push(" LIMIT ");
-            qb.push_bind(req.k as i64);
-            qb.push(") s");
-            if let Some(min) = req.min_score {
-                qb.push(format!(" WHERE {} >= ", score_sql(c.spec.metric)));
-                qb.push_bind(min as f64);
-            }
-            qb.push(" ORDER BY score DESC, id COLLATE \"C\"");
+            let mut qb = match req.mode {
+                SearchMode::Vector => vector_sql(&c, req, q),
+                SearchMode::Lexical => {
+                    match tsquery(c.spec.analyzer, req.text.as_deref().unwrap_or("")) {
+                        Some(tq) => lexical_sql(&c, req, &tq),
+                        None => {
+                            out.push(Vec::new());
+                            continue;
+                        }
+                    }
+                }
+                SearchMode::Hybrid => hybrid_sql(
+                    &c,
+                    req,
+                    q,
+                    tsquery(c.spec.analyzer, req.text.as_deref().unwrap_or("")),
+                ),
+            };
             let rows = qb.build().fetch_all(&mut *tx).await.map_err(err)?;
             out.push(
                 rows.into_iter()
                     .map(|row| {
                         let score: f64 = row.get("score");
+                        let rank = |col: &str| row.get::<Option<i64>, _>(col).map(|r| r as u32);
                         Hit {
                             id: row.get("id"),
                             score: score as f32,
+                            vector_rank: rank("vr"),
+                            lexical_rank: rank("lr"),
                             metadata: req
                                 .with_metadata
                                 .then(|| metadata_of(row.get::<Value, _>("metadata"))),

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use super::filter::{Cmp, Scalar};
 use super::{
     prepare_records, prepare_requests, sort_hits, validate_collection_name, CollectionInfo,
-    CollectionSpec, Filter, Hit, Metric, Record, SearchRequest, VectorStore,
+    CollectionSpec, Filter, Hit, Metric, Record, SearchMode, SearchRequest, VectorStore,
 };
 use crate::error::{Error, Result};
 
@@ -636,6 +636,12 @@ impl VectorStore for QdrantStore {
     async fn search(&self, collection: &str, requests: &[SearchRequest]) -> Result<Vec<Vec<Hit>>> {
         let spec = self.spec(collection).await?;
         let queries = prepare_requests(&spec, requests)?;
+        if let Some(r) = requests.iter().find(|r| r.mode != SearchMode::Vector) {
+            return Err(Error::invalid(format!(
+                "{} search is not available on the qdrant backend yet (vector search is)",
+                r.mode.as_str()
+            )));
+        }
         let mut batch = Vec::new();
         let mut slots = Vec::with_capacity(requests.len());
         for (req, q) in requests.iter().zip(queries) {
@@ -686,6 +692,8 @@ impl VectorStore for QdrantStore {
                 hits.push(Hit {
                     id,
                     score,
+                    vector_rank: None,
+                    lexical_rank: None,
                     metadata: req.with_metadata.then_some(metadata),
                     vector: if req.with_vector {
                         dense(p.vectors)
@@ -695,6 +703,7 @@ impl VectorStore for QdrantStore {
                 });
             }
             sort_hits(&mut hits);
+            super::hybrid::rank_arm(&mut hits, SearchMode::Vector);
             out.push(hits);
         }
         Ok(out)

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use aistack_core::store::{CollectionSpec, Filter, Metric, Record, SearchRequest, VectorStore};
+use aistack_core::store::{
+    Analyzer, CollectionSpec, Filter, Fusion, Hit, Metric, Record, SearchMode, SearchRequest,
+    VectorStore,
+};
 use aistack_core::ErrorKind;
 use serde_json::{json, Map, Value};
 
@@ -558,4 +561,342 @@ pub async fn run_all(store: Arc<dyn VectorStore>, p: &str) {
     empty_collection_searches_return_nothing(s, p).await;
     deletes_by_id_and_by_filter(s, p).await;
     concurrent_writers_lose_nothing(store.clone(), p).await;
+}
+
+/// A record with text (what lexical search indexes).
+fn text_rec(id: &str, v: [f32; 4], text: Option<&str>, m: Value) -> Record {
+    let mut meta = meta(m);
+    if let Some(t) = text {
+        meta.insert("_text".into(), Value::from(t));
+    }
+    Record::new(id, v.to_vec(), meta)
+}
+
+fn hit_ids(hits: &[Hit]) -> Vec<&str> {
+    hits.iter().map(|h| h.id.as_str()).collect()
+}
+
+async fn lexical(
+    store: &dyn VectorStore,
+    c: &str,
+    text: &str,
+    k: usize,
+    filter: Option<Value>,
+) -> Vec<Hit> {
+    let mut r = SearchRequest::new(Vec::new(), k).with_text(SearchMode::Lexical, text);
+    r.filter = filter.map(|f| Filter::from_json(&f).unwrap());
+    store
+        .search(c, &[r])
+        .await
+        .expect("lexical search")
+        .pop()
+        .unwrap()
+}
+
+async fn hybrid(
+    store: &dyn VectorStore,
+    c: &str,
+    v: [f32; 4],
+    text: &str,
+    k: usize,
+    filter: Option<Value>,
+) -> Vec<Hit> {
+    let mut r = SearchRequest::new(v.to_vec(), k).with_text(SearchMode::Hybrid, text);
+    r.filter = filter.map(|f| Filter::from_json(&f).unwrap());
+    store
+        .search(c, &[r])
+        .await
+        .expect("hybrid search")
+        .pop()
+        .unwrap()
+}
+
+async fn seeded_text(store: &dyn VectorStore, name: &str) {
+    fresh(store, name, Metric::Cosine).await;
+    let records = vec![
+        text_rec(
+            "a",
+            [1.0, 0.0, 0.0, 0.0],
+            Some("The stat module defines S_IFCHR for character devices."),
+            json!({"lang": "en", "n": 1}),
+        ),
+        text_rec(
+            "b",
+            [0.0, 1.0, 0.0, 0.0],
+            Some("Opening files in non-blocking mode uses O_NONBLOCK."),
+            json!({"lang": "en", "n": 2}),
+        ),
+        text_rec(
+            "c",
+            [0.9, 0.1, 0.0, 0.0],
+            Some("Character devices and block devices differ."),
+            json!({"lang": "de", "n": 3}),
+        ),
+        text_rec(
+            "d",
+            [1.0, 0.05, 0.0, 0.0],
+            None,
+            json!({"lang": "en", "n": 4}),
+        ),
+        text_rec(
+            "e",
+            [0.0, 0.0, 1.0, 0.0],
+            Some("Errors are raised when files are missing."),
+            json!({"lang": "en", "n": 5}),
+        ),
+        text_rec(
+            "f",
+            [0.0, 0.0, 0.0, 1.0],
+            Some("a zebra crossing"),
+            json!({"lang": "en", "n": 6}),
+        ),
+        text_rec(
+            "g",
+            [0.0, 0.0, 0.0, 1.0],
+            Some("a zebra crossing"),
+            json!({"lang": "en", "n": 7}),
+        ),
+    ];
+    store.upsert(name, records).await.expect("upsert");
+}
+
+/// Lexical search finds exact terms (identifiers whole), stems English words, leaves out stop
+/// words and records without text, and orders equal scores by id.
+pub async fn lexical_search_finds_exact_terms(store: &dyn VectorStore, p: &str) {
+    let c = format!("{p}-lex");
+    seeded_text(store, &c).await;
+    let hits = lexical(store, &c, "S_IFCHR", 10, None).await;
+    assert_eq!(hit_ids(&hits), ["a"]);
+    assert!(hits[0].score > 0.0);
+    assert_eq!((hits[0].lexical_rank, hits[0].vector_rank), (Some(1), None));
+    assert!(hits[0].metadata.as_ref().unwrap()["_text"]
+        .as_str()
+        .unwrap()
+        .contains("S_IFCHR"));
+    assert_eq!(
+        hit_ids(&lexical(store, &c, "o_nonblock", 10, None).await),
+        ["b"]
+    );
+    // "character device" matches "Character devices" (stemmed) in a and c, nothing else.
+    let mut got = hit_ids(&lexical(store, &c, "character device", 10, None).await)
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(got, ["a", "c"]);
+    assert!(
+        lexical(store, &c, "the of and", 10, None).await.is_empty(),
+        "stop words only"
+    );
+    assert!(lexical(store, &c, "nowhere-to-be-found", 10, None)
+        .await
+        .is_empty());
+    // Equal texts score equally and come back in id order; k cuts after the tie is ordered.
+    assert_eq!(
+        hit_ids(&lexical(store, &c, "zebra", 10, None).await),
+        ["f", "g"]
+    );
+    assert_eq!(hit_ids(&lexical(store, &c, "zebra", 1, None).await), ["f"]);
+    // The filter applies to the lexical arm.
+    let de = lexical(
+        store,
+        &c,
+        "character device",
+        10,
+        Some(json!({"lang": "de"})),
+    )
+    .await;
+    assert_eq!(hit_ids(&de), ["c"]);
+    let none = lexical(store, &c, "S_IFCHR", 10, Some(json!({"n": {"$gt": 1}}))).await;
+    assert!(none.is_empty());
+}
+
+/// Hybrid search fuses the arms by reciprocal rank (k = 60), with the same filter on both
+/// arms, ranks reported per arm, and exact fused scores.
+pub async fn hybrid_search_fuses_both_arms(store: &dyn VectorStore, p: &str) {
+    let c = format!("{p}-hyb");
+    seeded_text(store, &c).await;
+    // Vector arm: a, d, c, then b e f g at score 0 (id order). Lexical arm: b.
+    let hits = hybrid(store, &c, [1.0, 0.0, 0.0, 0.0], "O_NONBLOCK", 3, None).await;
+    assert_eq!(hit_ids(&hits), ["b", "a", "d"]);
+    assert_eq!(
+        (hits[0].vector_rank, hits[0].lexical_rank),
+        (Some(4), Some(1))
+    );
+    assert_eq!(hits[0].score, (1.0f64 / 64.0 + 1.0 / 61.0) as f32);
+    assert_eq!((hits[1].vector_rank, hits[1].lexical_rank), (Some(1), None));
+    assert_eq!(hits[1].score, (1.0f64 / 61.0) as f32);
+    assert_eq!(hits[2].score, (1.0f64 / 62.0) as f32);
+    // Weights: with the lexical arm off, the vector order stands.
+    let mut r =
+        SearchRequest::new(vec![1.0, 0.0, 0.0, 0.0], 3).with_text(SearchMode::Hybrid, "O_NONBLOCK");
+    r.fusion = Fusion {
+        lexical_weight: 0.0,
+        ..Fusion::default()
+    };
+    let w = store.search(&c, &[r]).await.unwrap().pop().unwrap();
+    assert_eq!(hit_ids(&w), ["a", "d", "c"]);
+    // A filter applies to both arms: only c has lang = de, so one hit, though k is 5.
+    let de = hybrid(
+        store,
+        &c,
+        [0.0, 1.0, 0.0, 0.0],
+        "O_NONBLOCK",
+        5,
+        Some(json!({"lang": "de"})),
+    )
+    .await;
+    assert_eq!(hit_ids(&de), ["c"]);
+    assert_eq!((de[0].vector_rank, de[0].lexical_rank), (Some(1), None));
+    // A query with no terms leaves the vector arm alone.
+    let stop = hybrid(store, &c, [1.0, 0.0, 0.0, 0.0], "the of", 2, None).await;
+    assert_eq!(hit_ids(&stop), ["a", "d"]);
+    // Hybrid returns min(k, matches) rows.
+    let all = hybrid(store, &c, [1.0, 0.0, 0.0, 0.0], "zebra", 100, None).await;
+    assert_eq!(all.len(), 7);
+}
+
+/// Deletes and re-upserts reach both arms at once.
+pub async fn writes_reach_both_arms(store: &dyn VectorStore, p: &str) {
+    let c = format!("{p}-lexw");
+    seeded_text(store, &c).await;
+    store.delete(&c, &s(&["a"])).await.unwrap();
+    assert!(lexical(store, &c, "S_IFCHR", 10, None).await.is_empty());
+    let h = hybrid(store, &c, [1.0, 0.0, 0.0, 0.0], "S_IFCHR", 10, None).await;
+    assert!(!hit_ids(&h).contains(&"a"));
+    // Back with other text: found by the new term only.
+    store
+        .upsert(
+            &c,
+            vec![text_rec(
+                "a",
+                [1.0, 0.0, 0.0, 0.0],
+                Some("now about SIGCHLD"),
+                json!({"lang": "en"}),
+            )],
+        )
+        .await
+        .unwrap();
+    assert!(lexical(store, &c, "S_IFCHR", 10, None).await.is_empty());
+    assert_eq!(
+        hit_ids(&lexical(store, &c, "sigchld", 10, None).await),
+        ["a"]
+    );
+    // Text removed by an upsert without it: gone from the lexical arm, kept by the vector arm.
+    store
+        .upsert(
+            &c,
+            vec![text_rec(
+                "b",
+                [0.0, 1.0, 0.0, 0.0],
+                None,
+                json!({"lang": "en"}),
+            )],
+        )
+        .await
+        .unwrap();
+    assert!(lexical(store, &c, "O_NONBLOCK", 10, None).await.is_empty());
+    let h = hybrid(store, &c, [0.0, 1.0, 0.0, 0.0], "O_NONBLOCK", 1, None).await;
+    assert_eq!(hit_ids(&h), ["b"]);
+    assert_eq!(h[0].lexical_rank, None);
+    // Delete by filter reaches the lexical arm too.
+    store
+        .delete_where(&c, &Filter::from_json(&json!({"lang": "de"})).unwrap())
+        .await
+        .unwrap();
+    assert!(lexical(store, &c, "block devices", 10, None)
+        .await
+        .iter()
+        .all(|h| h.id != "c"));
+}
+
+/// The `simple` analyzer keeps every word as it is; `english` stems.
+pub async fn analyzers_differ_as_documented(store: &dyn VectorStore, p: &str) {
+    for (analyzer, finds_stem) in [(Analyzer::English, true), (Analyzer::Simple, false)] {
+        let name = format!("{p}-an-{}", analyzer.as_str());
+        let _ = store.drop_collection(&name).await;
+        let spec = CollectionSpec::new(&name, 4, Metric::Cosine).with_analyzer(analyzer);
+        store.create_collection(&spec).await.unwrap();
+        assert_eq!(
+            store.collection(&name).await.unwrap().spec.analyzer,
+            analyzer
+        );
+        store
+            .upsert(
+                &name,
+                vec![text_rec(
+                    "x",
+                    [1.0, 0.0, 0.0, 0.0],
+                    Some("The Errors of the day"),
+                    json!({}),
+                )],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            hit_ids(&lexical(store, &name, "ERRORS", 10, None).await),
+            ["x"]
+        );
+        assert_eq!(
+            !lexical(store, &name, "error", 10, None).await.is_empty(),
+            finds_stem,
+            "{analyzer:?}"
+        );
+        assert_eq!(
+            !lexical(store, &name, "the", 10, None).await.is_empty(),
+            !finds_stem,
+            "{analyzer:?}"
+        );
+        let other = CollectionSpec::new(&name, 4, Metric::Cosine).with_analyzer(if finds_stem {
+            Analyzer::Simple
+        } else {
+            Analyzer::English
+        });
+        assert_eq!(
+            store.ensure_collection(&other).await.unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
+    }
+}
+
+/// Bad lexical and hybrid requests are refused before anything runs.
+pub async fn bad_lexical_requests_are_refused(store: &dyn VectorStore, p: &str) {
+    let c = format!("{p}-lexbad");
+    seeded_text(store, &c).await;
+    let bad = [
+        SearchRequest::new(Vec::new(), 3).with_text(SearchMode::Lexical, "   "),
+        SearchRequest::new(vec![1.0, 0.0, 0.0, 0.0], 3).with_text(SearchMode::Hybrid, ""),
+        {
+            let mut r = SearchRequest::new(Vec::new(), 3);
+            r.mode = SearchMode::Lexical;
+            r
+        },
+        {
+            let mut r = SearchRequest::new(Vec::new(), 3).with_text(SearchMode::Lexical, "x");
+            r.min_score = Some(0.5);
+            r
+        },
+        SearchRequest::new(vec![1.0, 0.0], 3).with_text(SearchMode::Hybrid, "x"),
+        SearchRequest::new(Vec::new(), 3).with_text(SearchMode::Lexical, "x".repeat(17_000)),
+        {
+            let mut r =
+                SearchRequest::new(vec![1.0, 0.0, 0.0, 0.0], 3).with_text(SearchMode::Hybrid, "x");
+            r.fusion.rrf_k = f64::INFINITY;
+            r
+        },
+    ];
+    for (i, r) in bad.into_iter().enumerate() {
+        let err = store.search(&c, &[r]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "case {i}: {err}");
+    }
+}
+
+/// The lexical and hybrid checks, for backends that have them.
+pub async fn run_hybrid(store: Arc<dyn VectorStore>, p: &str) {
+    let s = &*store;
+    lexical_search_finds_exact_terms(s, p).await;
+    hybrid_search_fuses_both_arms(s, p).await;
+    writes_reach_both_arms(s, p).await;
+    analyzers_differ_as_documented(s, p).await;
+    bad_lexical_requests_are_refused(s, p).await;
 }

@@ -2,7 +2,7 @@
 
 from collections.abc import Awaitable, Mapping, Sequence
 from os import PathLike
-from typing import Any, TypeAlias, final, overload
+from typing import Any, Literal, TypeAlias, TypedDict, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +14,15 @@ __version__: str
 
 _Where: TypeAlias = Mapping[str, Any]
 """A metadata filter: ``{"field": value}``, ``{"field": {"$gte": 3}}``, ``{"$and": [...]}``."""
+
+class _Fusion(TypedDict, total=False):
+    """Reciprocal rank fusion of a hybrid search: ``score = Σ weight / (rrf_k + rank)``."""
+
+    rrf_k: float
+    vector_weight: float
+    lexical_weight: float
+    vector_depth: int
+    lexical_depth: int
 
 @disjoint_base
 class Embedder:
@@ -81,6 +90,7 @@ class VectorStore:
         embedder: Embedder | None = None,
         dim: int | None = None,
         metric: str = "cosine",
+        analyzer: Literal["english", "simple"] = "english",
     ) -> Collection: ...
     def get_collection(self, name: str, *, embedder: Embedder | None = None) -> Collection: ...
     def get_or_create_collection(
@@ -120,6 +130,8 @@ class Collection:
         k: int = 10,
         where: _Where | None = None,
         min_score: float | None = None,
+        mode: Literal["vector", "lexical", "hybrid"] = "vector",
+        fusion: _Fusion | None = None,
     ) -> list[Hit]: ...
     def get(self, ids: Sequence[str]) -> list[Record]: ...
     def delete(self, ids: Sequence[str] | None = None, *, where: _Where | None = None) -> int: ...
@@ -138,6 +150,12 @@ class Hit:
     def document(self) -> str | None: ...
     @property
     def metadata(self) -> dict[str, Any]: ...
+    @property
+    def vector_rank(self) -> int | None:
+        """Rank (from 1) in the vector arm, where it found this hit."""
+    @property
+    def lexical_rank(self) -> int | None:
+        """Rank (from 1) in the lexical arm, where it found this hit."""
 
 @final
 class Record:

@@ -112,12 +112,11 @@ impl Retriever for AppState {
         collection: &str,
         query: &str,
         k: usize,
-        filter: Option<&serde_json::Value>,
-        min_score: Option<f32>,
+        opts: &aistack_core::ingest::SearchOptions,
     ) -> Result<Vec<DocHit>> {
         self.ingestor()
             .await?
-            .retrieve(collection, query, k, filter, min_score)
+            .retrieve(collection, query, k, opts)
             .await
     }
 }

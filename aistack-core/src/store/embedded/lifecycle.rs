@@ -11,8 +11,9 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 
 use super::ann::{discard_checkpoint, Ann, AnnConfig};
+use super::lexical::LexIndex;
 use super::log::{sync_dir, FramePos, LogWriter};
-use super::state::State;
+use super::state::{Lexical, State};
 use super::write_ops::sync_slots;
 use super::{AnnState, Collection, EmbeddedStore, Inner, Writer};
 use crate::error::{Error, Result};
@@ -181,6 +182,85 @@ impl Drop for Inner {
     }
 }
 
+/// Brings the lexical index up to date with the replayed log: syncs the slots written after its
+/// commit when that commit is at a position of the log, else rebuilds it from the records (when
+/// any has text). Puts its view in `state`; a failure leaves lexical search out of service.
+#[allow(clippy::too_many_arguments)]
+fn open_lexical(
+    dir: &Path,
+    name: &str,
+    spec: &CollectionSpec,
+    state: &mut State,
+    opened: Option<(LexIndex, FramePos)>,
+    reached: bool,
+    mut tail: Vec<usize>,
+    end: FramePos,
+) -> Option<LexIndex> {
+    let started = Instant::now();
+    let synced = match opened {
+        Some((mut ix, _)) if reached => {
+            tail.sort_unstable();
+            tail.dedup();
+            let done = tail.iter().try_for_each(|&s| {
+                let text = if state.is_live(s) {
+                    state.text(s)
+                } else {
+                    None
+                };
+                ix.stage(s, text)
+            });
+            match done.and_then(|()| ix.commit(Some(end))) {
+                Ok(()) => Some(ix),
+                Err(e) => {
+                    tracing::warn!(collection = %name, error = %e, "cannot bring the lexical index up to date; rebuilding");
+                    None
+                }
+            }
+        }
+        Some(_) => {
+            tracing::warn!(collection = %name, "the lexical index is not at a position of the log; rebuilding");
+            None
+        }
+        None => None,
+    };
+    let ix = match synced {
+        Some(ix) => ix,
+        None if !state.has_text() => {
+            let _ = std::fs::remove_dir_all(LexIndex::dir_of(dir));
+            return None;
+        }
+        None => {
+            let built = LexIndex::create(dir, spec.analyzer).and_then(|mut ix| {
+                ix.stage_all(state, false)?;
+                ix.commit(Some(end))?;
+                Ok(ix)
+            });
+            match built {
+                Ok(ix) => {
+                    tracing::info!(collection = %name, records = state.len(), ms = started.elapsed().as_millis() as u64, "rebuilt the lexical index");
+                    ix
+                }
+                Err(e) => {
+                    tracing::error!(collection = %name, error = %e, "cannot build the lexical index; lexical search is unavailable");
+                    state.set_lexical(Lexical::Failed);
+                    return None;
+                }
+            }
+        }
+    };
+    match ix.view() {
+        Ok(view) => {
+            state.set_lexical(Lexical::Ready(view));
+            Some(ix)
+        }
+        Err(e) => {
+            tracing::error!(collection = %name, error = %e, "cannot read the lexical index; lexical search is unavailable");
+            state.set_lexical(Lexical::Failed);
+            None
+        }
+    }
+}
+
 impl Collection {
     /// Opens one collection: replays its log, then loads its index checkpoint and brings it up
     /// to date with the log's tail (in the background when the tail is long), or builds the
@@ -210,13 +290,42 @@ impl Collection {
         let at = loaded.as_ref().map(|(_, pos)| *pos);
         let mut reached = at == Some(FramePos::start());
         let mut tail = Vec::new();
+        let lexical = match LexIndex::open(dir, spec.analyzer) {
+            Ok((ix, Some(pos))) => Some((ix, pos)),
+            Ok((_, None)) => {
+                tracing::warn!(collection = %name, "the lexical index is at no known log position; rebuilding");
+                None
+            }
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => {
+                tracing::warn!(collection = %name, error = %e, "the lexical index cannot be opened; rebuilding");
+                None
+            }
+        };
+        let lex_at = lexical.as_ref().map(|(_, pos)| *pos);
+        let mut lex_reached = lex_at == Some(FramePos::start());
+        let mut lex_tail = Vec::new();
         let log = LogWriter::open(&dir.join("log"), spec.dims, |op, pos| {
             let touched = state.apply(op);
+            if lex_reached {
+                lex_tail.extend_from_slice(&touched);
+            }
             if reached {
                 tail.extend(touched);
             }
             reached |= at == Some(pos);
+            lex_reached |= lex_at == Some(pos);
         })?;
+        let lexical = open_lexical(
+            dir,
+            name,
+            &spec,
+            &mut state,
+            lexical,
+            lex_reached,
+            lex_tail,
+            log.last(),
+        );
         let live = state.len();
         let mut start = None;
         let mut ann_state = AnnState::Off;
@@ -266,6 +375,7 @@ impl Collection {
                 dirty: 0,
                 saved_at: Instant::now(),
                 build_failed: false,
+                lexical,
             }),
             state: RwLock::new(state),
             ann: Mutex::new(ann_state),

@@ -10,14 +10,21 @@
 //! exact scan is cheaper (small collections, selective filters), searches scan exactly. Index
 //! candidates are always rescored with the exact f32 vectors.
 //!
+//! Records with text ([`TEXT_KEY`](crate::store::TEXT_KEY)) are also in a BM25 index
+//! ([`lexical`], tantivy) for lexical and hybrid search, and every collection keeps an inverted
+//! index of its metadata in memory ([`meta_index`]), so a filter is the exact set of matching
+//! records before any vector is read.
+//!
 //! The code is split by what it does: `state` is the slot table and the searches over it,
 //! `lifecycle` opens, creates, drops and closes, `write_ops` is the write path (log, index,
 //! checkpoints, compaction, background builds) and `read_ops` the reads; this file holds the
 //! types they share and the [`VectorStore`] impl, which only decides where each call runs.
 
 mod ann;
+mod lexical;
 mod lifecycle;
 mod log;
+mod meta_index;
 mod read_ops;
 mod state;
 mod write_ops;
@@ -35,6 +42,7 @@ use async_trait::async_trait;
 
 use self::ann::Ann;
 pub use self::ann::{AnnConfig, IndexPrecision};
+use self::lexical::LexIndex;
 use self::log::{LogWriter, Op};
 use self::state::State;
 use super::{
@@ -82,6 +90,8 @@ struct Writer {
     saved_at: Instant,
     /// A build failed; no new one starts until the store is reopened.
     build_failed: bool,
+    /// The lexical index's writer; `None` until a record has text, or after it failed.
+    lexical: Option<LexIndex>,
 }
 
 /// One open collection.
@@ -247,7 +257,7 @@ impl VectorStore for EmbeddedStore {
         let c = self.inner.get_collection(collection)?;
         let queries = prepare_requests(&c.spec, requests)?;
         let requests = requests.to_vec();
-        self.blocking(move |_| Ok(c.search_all(&requests, &queries)))
+        self.blocking(move |_| c.search_all(&requests, &queries))
             .await
     }
 }

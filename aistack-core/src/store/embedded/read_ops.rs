@@ -1,13 +1,25 @@
 //! Reads: records by id, counts, searches (through the index or by an exact scan) and
 //! collection information. They share the slot table's read lock with each other.
 
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
+
 use super::ann::Ann;
 use super::state::State;
 use super::{AnnState, Collection, EmbeddedStore, IndexStatus, Inner};
 use crate::error::Result;
-use crate::store::{CollectionInfo, Filter, Hit, Record, SearchRequest};
+use crate::store::hybrid::{fuse, rank_arm};
+use crate::store::{CollectionInfo, Filter, Hit, Record, SearchMode, SearchRequest};
 
 impl EmbeddedStore {
+    /// Bytes a collection's lexical (BM25) index takes on disk (0 before any record has text).
+    pub fn lexical_index_bytes(&self, collection: &str) -> Result<u64> {
+        Ok(super::lexical::disk_bytes(
+            &self.inner.get_collection(collection)?.dir,
+        ))
+    }
+
     /// The HNSW index status of a collection.
     pub fn index_status(&self, collection: &str) -> Result<IndexStatus> {
         Ok(self.inner.get_collection(collection)?.status())
@@ -42,7 +54,10 @@ impl Collection {
         let state = self.read();
         match filter {
             None => state.len() as u64,
-            Some(f) => state.matching(Some(f)).count() as u64,
+            Some(f) => match state.plan(f) {
+                Some(set) => set.len(),
+                None => state.matching(Some(f)).count() as u64,
+            },
         }
     }
 
@@ -51,7 +66,7 @@ impl Collection {
         &self,
         requests: &[SearchRequest],
         queries: &[Vec<f32>],
-    ) -> Vec<Vec<Hit>> {
+    ) -> Result<Vec<Vec<Hit>>> {
         let ann = self.ready_ann();
         let state = self.read();
         requests
@@ -61,18 +76,66 @@ impl Collection {
             .collect()
     }
 
-    /// Answers one search, choosing between the index and an exact scan.
-    fn search(&self, state: &State, ann: Option<&Ann>, req: &SearchRequest, q: &[f32]) -> Vec<Hit> {
+    /// Answers one search in its mode. A filter becomes its set of slots once (from the
+    /// metadata index), and both arms of a hybrid search use it.
+    fn search(
+        &self,
+        state: &State,
+        ann: Option<&Ann>,
+        req: &SearchRequest,
+        q: &[f32],
+    ) -> Result<Vec<Hit>> {
+        let allowed = req
+            .filter
+            .as_ref()
+            .and_then(|f| state.plan(f))
+            .map(Arc::new);
+        let allowed = allowed.as_ref();
+        Ok(match req.mode {
+            SearchMode::Vector => {
+                let mut hits = self.search_vector(state, ann, req, q, allowed);
+                rank_arm(&mut hits, SearchMode::Vector);
+                hits
+            }
+            SearchMode::Lexical => {
+                let mut hits = state.search_lexical(req, allowed)?;
+                rank_arm(&mut hits, SearchMode::Lexical);
+                hits
+            }
+            SearchMode::Hybrid => {
+                let v = req.arm(SearchMode::Vector, req.fusion.vector_depth_for(req.k));
+                let l = req.arm(SearchMode::Lexical, req.fusion.lexical_depth_for(req.k));
+                let vector = self.search_vector(state, ann, &v, q, allowed);
+                let lexical = state.search_lexical(&l, allowed)?;
+                fuse(&req.fusion, vector, lexical, req.k)
+            }
+        })
+    }
+
+    /// The vector arm: through the index, or an exact scan where that is cheaper (small
+    /// collections, selective filters) or the index falls short.
+    fn search_vector(
+        &self,
+        state: &State,
+        ann: Option<&Ann>,
+        req: &SearchRequest,
+        q: &[f32],
+        allowed: Option<&Arc<RoaringBitmap>>,
+    ) -> Vec<Hit> {
+        let allowed = allowed.map(|a| &**a);
         let use_ann = ann.filter(|_| {
             state.len() >= self.cfg.exact_below
-                && req
-                    .filter
-                    .as_ref()
-                    .is_none_or(|f| state.filter_share(f) >= self.cfg.min_filter_share)
+                && match (&req.filter, allowed) {
+                    (None, _) => true,
+                    (Some(_), Some(set)) => {
+                        set.len() as f32 / state.len().max(1) as f32 >= self.cfg.min_filter_share
+                    }
+                    (Some(f), None) => state.filter_share(f) >= self.cfg.min_filter_share,
+                }
         });
         use_ann
-            .and_then(|a| state.search_ann(a, req, q))
-            .unwrap_or_else(|| state.search(req, q))
+            .and_then(|a| state.search_ann(a, req, q, allowed))
+            .unwrap_or_else(|| state.search(req, q, allowed))
     }
 
     /// How far along the collection's index is.

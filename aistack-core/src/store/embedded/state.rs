@@ -2,13 +2,19 @@
 //! the logged operations applied to it, and filters and searches (exact, or through the index)
 //! over it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use roaring::RoaringBitmap;
+
 use super::ann::Ann;
+use super::lexical::LexView;
 use super::log::Op;
-use crate::store::{sort_hits, CollectionSpec, Filter, Hit, Record, SearchRequest};
+use super::meta_index::MetaIndex;
+use crate::error::{Error, Result};
+use crate::store::{sort_hits, CollectionSpec, Filter, Hit, Record, SearchRequest, TEXT_KEY};
 
 /// Records sampled to estimate the share a filter passes.
 const FILTER_SAMPLE: usize = 512;
@@ -21,6 +27,20 @@ pub(super) struct State {
     vectors: Vec<f32>,
     metadata: Vec<Map<String, Value>>,
     free: Vec<usize>,
+    /// Slots by metadata value, so filters become slot sets.
+    meta_index: MetaIndex,
+    /// The lexical index as of the records held here.
+    lexical: Lexical,
+}
+
+/// Where a collection's lexical index is, as searches see it.
+pub(super) enum Lexical {
+    /// No record has had text yet: lexical search finds nothing.
+    Empty,
+    /// In use.
+    Ready(LexView),
+    /// A write to it failed; lexical searches fail until the store reopens (and rebuilds it).
+    Failed,
 }
 
 impl State {
@@ -33,6 +53,8 @@ impl State {
             vectors: Vec::new(),
             metadata: Vec::new(),
             free: Vec::new(),
+            meta_index: MetaIndex::default(),
+            lexical: Lexical::Empty,
         }
     }
 
@@ -45,6 +67,68 @@ impl State {
     pub(super) fn vector(&self, slot: usize) -> &[f32] {
         let d = self.spec.dims;
         &self.vectors[slot * d..(slot + 1) * d]
+    }
+
+    /// Puts a new state of the lexical index in use (with the write it reflects).
+    pub(super) fn set_lexical(&mut self, lexical: Lexical) {
+        self.lexical = lexical;
+    }
+
+    /// Whether the lexical index failed (and is out of service until reopen).
+    pub(super) fn lexical_failed(&self) -> bool {
+        matches!(self.lexical, Lexical::Failed)
+    }
+
+    /// Whether any live record has text (so a lexical index is worth having).
+    pub(super) fn has_text(&self) -> bool {
+        self.live().any(|s| self.text(s).is_some())
+    }
+
+    /// The slots [`State::apply`] will change for `op`, in order, each with the text it will
+    /// then hold: the lexical index is written from this before the records change.
+    pub(super) fn plan_op<'a>(&self, op: &'a Op) -> Vec<(usize, Option<&'a str>)> {
+        let mut out = Vec::new();
+        match op {
+            Op::Upsert(records) => {
+                let mut free_top = self.free.len();
+                let mut next_new = self.ids.len();
+                let mut new_ids: HashMap<&str, usize> = HashMap::new();
+                for r in records {
+                    let slot = match self
+                        .slots
+                        .get(&r.id)
+                        .copied()
+                        .or_else(|| new_ids.get(r.id.as_str()).copied())
+                    {
+                        Some(s) => s,
+                        None => {
+                            let s = if free_top > 0 {
+                                free_top -= 1;
+                                self.free[free_top]
+                            } else {
+                                next_new += 1;
+                                next_new - 1
+                            };
+                            new_ids.insert(&r.id, s);
+                            s
+                        }
+                    };
+                    let text = r.metadata.get(TEXT_KEY).and_then(Value::as_str);
+                    out.push((slot, text));
+                }
+            }
+            Op::Delete(ids) => {
+                let mut gone = HashSet::new();
+                for id in ids {
+                    if let Some(&s) = self.slots.get(id) {
+                        if gone.insert(s) {
+                            out.push((s, None));
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Applies a logged operation; returns the slots it changed.
@@ -71,6 +155,10 @@ impl State {
                         }
                     };
                     self.vectors[slot * d..(slot + 1) * d].copy_from_slice(&r.vector);
+                    if self.ids[slot].is_some() {
+                        self.meta_index.remove(slot, &self.metadata[slot]);
+                    }
+                    self.meta_index.insert(slot, &r.metadata);
                     self.metadata[slot] = r.metadata;
                     self.ids[slot] = Some(r.id);
                     touched.push(slot);
@@ -79,6 +167,7 @@ impl State {
             Op::Delete(ids) => {
                 for id in ids {
                     if let Some(slot) = self.slots.remove(&id) {
+                        self.meta_index.remove(slot, &self.metadata[slot]);
                         self.ids[slot] = None;
                         self.metadata[slot] = Map::new();
                         self.free.push(slot);
@@ -118,7 +207,19 @@ impl State {
         self.metadata.truncate(live.len());
         self.vectors.truncate(live.len() * d);
         self.free.clear();
+        if !moves.is_empty() {
+            self.meta_index = MetaIndex::default();
+            for (slot, m) in self.metadata.iter().enumerate() {
+                self.meta_index.insert(slot, m);
+            }
+        }
         moves
+    }
+
+    /// The exact set of live slots `filter` passes, from the metadata index; `None` for the
+    /// rare filter it cannot answer (equality with a very long string).
+    pub(super) fn plan(&self, filter: &Filter) -> Option<RoaringBitmap> {
+        self.meta_index.plan(filter)
     }
 
     /// The share of live records `filter` passes, estimated from an even sample.
@@ -172,24 +273,86 @@ impl State {
             .filter_map(|(i, id)| id.as_ref().map(|_| i))
     }
 
-    /// The live slots whose metadata passes `filter` (all of them without one), ascending.
+    /// The live slots whose metadata passes `filter` (all of them without one), ascending:
+    /// the metadata index's answer, or a check of every record where it has none.
     pub(super) fn matching<'a>(
         &'a self,
         filter: Option<&'a Filter>,
-    ) -> impl Iterator<Item = usize> + 'a {
-        self.live()
-            .filter(move |&s| filter.is_none_or(|f| f.matches(&self.metadata[s])))
+    ) -> Box<dyn Iterator<Item = usize> + 'a> {
+        match filter {
+            None => Box::new(self.live()),
+            Some(f) => match self.plan(f) {
+                Some(set) => Box::new(set.into_iter().map(|s| s as usize)),
+                None => Box::new(self.live().filter(move |&s| f.matches(&self.metadata[s]))),
+            },
+        }
     }
 
-    /// Exact search: scores every record that passes the filter.
-    pub(super) fn search(&self, req: &SearchRequest, query: &[f32]) -> Vec<Hit> {
+    /// Whether the record in `slot` is live and passes `filter`.
+    pub(super) fn passes(&self, slot: usize, filter: Option<&Filter>) -> bool {
+        self.is_live(slot) && filter.is_none_or(|f| f.matches(&self.metadata[slot]))
+    }
+
+    /// The record's text (its [`TEXT_KEY`] string), if it has one.
+    pub(super) fn text(&self, slot: usize) -> Option<&str> {
+        self.metadata
+            .get(slot)
+            .and_then(|m| m.get(TEXT_KEY))
+            .and_then(Value::as_str)
+    }
+
+    /// Exact search: scores every record that passes the filter (`allowed`, when the caller
+    /// has its slots already).
+    pub(super) fn search(
+        &self,
+        req: &SearchRequest,
+        query: &[f32],
+        allowed: Option<&RoaringBitmap>,
+    ) -> Vec<Hit> {
         let metric = self.spec.metric;
-        let scored: Vec<(f32, usize)> = self
-            .matching(req.filter.as_ref())
+        let slots: Box<dyn Iterator<Item = usize> + '_> = match allowed {
+            Some(set) => Box::new(set.iter().map(|s| s as usize)),
+            None => self.matching(req.filter.as_ref()),
+        };
+        let scored: Vec<(f32, usize)> = slots
             .map(|s| (metric.score(query, self.vector(s)), s))
             .filter(|(score, _)| req.min_score.is_none_or(|m| *score >= m))
             .collect();
         self.hits(req, scored)
+    }
+
+    /// Lexical search: the best `req.k` records by BM25 over their text, among `allowed` (the
+    /// filter's slots) when the request has a filter.
+    pub(super) fn search_lexical(
+        &self,
+        req: &SearchRequest,
+        allowed: Option<&Arc<RoaringBitmap>>,
+    ) -> Result<Vec<Hit>> {
+        let view = match &self.lexical {
+            Lexical::Empty => return Ok(Vec::new()),
+            Lexical::Ready(v) => v,
+            Lexical::Failed => return Err(Error::unavailable(format!(
+                "the lexical index of collection {:?} failed; it is rebuilt when the store reopens",
+                self.spec.name
+            ))),
+        };
+        let allowed = match (&req.filter, allowed) {
+            (None, _) => None,
+            (Some(_), Some(set)) => Some(set.clone()),
+            (Some(f), None) => Some(Arc::new(
+                self.live()
+                    .filter(|&s| f.matches(&self.metadata[s]))
+                    .map(|s| s as u32)
+                    .collect(),
+            )),
+        };
+        let text = req.text.as_deref().unwrap_or("");
+        let scored: Vec<(f32, usize)> = view
+            .search(text, req.k, allowed)?
+            .into_iter()
+            .filter(|&(_, s)| self.is_live(s))
+            .collect();
+        Ok(self.hits(req, scored))
     }
 
     /// The best `k` of the scored slots as hits, best first.
@@ -210,6 +373,8 @@ impl State {
                 score,
                 metadata: req.with_metadata.then(|| self.metadata[s].clone()),
                 vector: req.with_vector.then(|| self.vector(s).to_vec()),
+                vector_rank: None,
+                lexical_rank: None,
             })
             .collect();
         sort_hits(&mut hits);
@@ -223,11 +388,16 @@ impl State {
         ann: &Ann,
         req: &SearchRequest,
         query: &[f32],
+        allowed: Option<&RoaringBitmap>,
     ) -> Option<Vec<Hit>> {
         let want = (req.k * 2).max(req.k + 16);
-        let candidates = match &req.filter {
-            None => ann.search(query, want, None),
-            Some(f) => {
+        let candidates = match (&req.filter, allowed) {
+            (None, _) => ann.search(query, want, None),
+            (Some(_), Some(set)) => {
+                let keep = |s: usize| set.contains(s as u32);
+                ann.search(query, want, Some(&keep))
+            }
+            (Some(f), None) => {
                 let keep = |s: usize| self.is_live(s) && f.matches(&self.metadata[s]);
                 ann.search(query, want, Some(&keep))
             }
@@ -244,12 +414,9 @@ impl State {
         // multi-index), so candidates are distinct.
         let candidates: Vec<usize> = candidates
             .into_iter()
-            .filter(|&s| {
-                self.is_live(s)
-                    && req
-                        .filter
-                        .as_ref()
-                        .is_none_or(|f| f.matches(&self.metadata[s]))
+            .filter(|&s| match allowed {
+                Some(set) => set.contains(s as u32),
+                None => self.passes(s, req.filter.as_ref()),
             })
             .collect();
         // The candidates' f32 vectors are scattered over memory: ask for all of them before

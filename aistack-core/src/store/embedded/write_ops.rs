@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ann::{discard_checkpoint, Ann};
-use super::log::{encode, Op};
-use super::state::State;
+use super::lexical::LexIndex;
+use super::log::{encode, FramePos, Op};
+use super::state::{Lexical, State};
 use super::{AnnState, Collection, Writer};
 use crate::error::{Error, Result};
 use crate::store::Filter;
@@ -62,8 +63,8 @@ impl Collection {
         Ok(n)
     }
 
-    /// Logs `op` (fsynced), then applies it in memory and to the index. Serialized per
-    /// collection.
+    /// Logs `op` (fsynced), writes it to the lexical index, then applies it in memory (with the
+    /// lexical index's new view) and to the HNSW index. Serialized per collection.
     pub(super) fn write(self: &Arc<Self>, op: Op) -> Result<()> {
         let payload = encode(&op, self.spec.dims)?;
         let mut w = self.writer.lock();
@@ -73,13 +74,78 @@ impl Collection {
             });
         }
         w.log.append(&payload)?;
+        let lexical = self.lexical_write(&mut w, &op);
         let (touched, live) = {
             let mut state = self.state.write();
             let touched = state.apply(op);
+            if let Some(l) = lexical {
+                state.set_lexical(l);
+            }
             (touched, state.len())
         };
         self.index_write(&mut w, touched, live);
         self.maybe_compact(&mut w, live)
+    }
+
+    /// Writes a logged `op` to the lexical index and commits it at the log's new end, before
+    /// the records change; returns the view to put in use with them (`None`: unchanged). The
+    /// write is durable already, so a failure only takes lexical search out of service (until
+    /// the store reopens and rebuilds the index) and is logged.
+    fn lexical_write(&self, w: &mut Writer, op: &Op) -> Option<Lexical> {
+        let pos = w.log.last();
+        let result = {
+            let state = self.read();
+            let planned = state.plan_op(op);
+            let relevant = planned
+                .iter()
+                .any(|&(slot, text)| text.is_some() || state.text(slot).is_some());
+            if !relevant {
+                return None;
+            }
+            if w.lexical.is_none() && !state.lexical_failed() {
+                match LexIndex::create(&self.dir, self.spec.analyzer)
+                    .and_then(|ix| ix.stage_all(&state, false).map(|()| ix))
+                {
+                    Ok(ix) => w.lexical = Some(ix),
+                    Err(e) => return Some(self.lexical_failed(w, &e)),
+                }
+            }
+            let Some(ix) = w.lexical.as_mut() else {
+                return None;
+            };
+            planned
+                .iter()
+                .try_for_each(|&(slot, text)| ix.stage(slot, text))
+        };
+        let ix = w.lexical.as_mut()?;
+        match result
+            .and_then(|()| ix.commit(Some(pos)))
+            .and_then(|()| ix.view())
+        {
+            Ok(view) => Some(Lexical::Ready(view)),
+            Err(e) => Some(self.lexical_failed(w, &e)),
+        }
+    }
+
+    /// Takes the lexical index out of service after a failure.
+    fn lexical_failed(&self, w: &mut Writer, e: &Error) -> Lexical {
+        tracing::error!(collection = %self.spec.name, error = %e, "lexical index update failed; lexical search is unavailable until reopen");
+        w.lexical = None;
+        Lexical::Failed
+    }
+
+    /// Rebuilds the lexical index for the records as compaction renumbers them, at the new
+    /// log's end; the view goes in use with the renumbering.
+    fn lexical_rebuild(&self, w: &mut Writer, pos: FramePos) -> Option<Lexical> {
+        let ix = w.lexical.as_mut()?;
+        let result = ix
+            .stage_all(&self.read(), true)
+            .and_then(|()| ix.commit(Some(pos)))
+            .and_then(|()| ix.view());
+        match result {
+            Ok(view) => Some(Lexical::Ready(view)),
+            Err(e) => Some(self.lexical_failed(w, &e)),
+        }
     }
 
     /// Carries a logged write over to the index. The write is durable already, so an index
@@ -245,9 +311,15 @@ impl Collection {
         };
         let started = Instant::now();
         let before = w.log.len();
-        // The checkpoint names a position in the old log; a crash before the new one is saved
-        // must not pair it with the new log.
+        // The checkpoints name positions in the old log; a crash before the new ones are saved
+        // must not pair them with the new log.
         discard_checkpoint(&self.dir);
+        if let Some(ix) = w.lexical.as_mut() {
+            if let Err(e) = ix.commit(None) {
+                let failed = self.lexical_failed(w, &e);
+                self.state.write().set_lexical(failed);
+            }
+        }
         {
             let state = self.read();
             let slots: Vec<usize> = state.live().collect();
@@ -258,8 +330,17 @@ impl Collection {
             });
             w.log.rewrite(ops)?;
         }
-        // Replaying the compacted log numbers the records densely; match it in memory.
-        let moves = self.state.write().renumber();
+        // Replaying the compacted log numbers the records densely; match it in memory, and the
+        // lexical index with it.
+        let lexical = self.lexical_rebuild(w, w.log.last());
+        let moves = {
+            let mut state = self.state.write();
+            let moves = state.renumber();
+            if let Some(l) = lexical {
+                state.set_lexical(l);
+            }
+            moves
+        };
         if let Some(ann) = ann {
             match ann.rename(&moves) {
                 Ok(()) => self.checkpoint(w, &ann),

@@ -41,10 +41,13 @@ def _document(hit: Hit) -> Document:
 
 class AistackVectorStore(LangChainVectorStore):
     """A LangChain ``VectorStore`` over an aistack collection (embedded, pgvector or Qdrant).
-    ``filter`` takes aistack's metadata filter (Chroma's ``where`` operators)."""
+    ``filter`` takes aistack's metadata filter (Chroma's ``where`` operators). ``mode`` is the
+    default search mode (``vector``, ``lexical`` or ``hybrid``); a search's ``mode=`` keyword
+    (also through ``as_retriever(search_kwargs={"mode": "hybrid"})``) overrides it."""
 
-    def __init__(self, collection: Collection, embedder: Embedder) -> None:
+    def __init__(self, collection: Collection, embedder: Embedder, *, mode: str = "vector") -> None:
         self.collection = collection
+        self.mode = mode
         self._embeddings = AistackEmbeddings(embedder)
 
     @property
@@ -69,15 +72,17 @@ class AistackVectorStore(LangChainVectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """The ``k`` nearest documents with their similarity (higher is closer)."""
-        hits = self.collection.query(query, k=k, where=filter)
+        """The ``k`` best documents with their scores (higher is better): the similarity in
+        ``vector`` mode, BM25 in ``lexical`` mode, the fused score in ``hybrid`` mode."""
+        mode = kwargs.get("mode", self.mode)
+        hits = self.collection.query(query, k=k, where=filter, mode=mode, fusion=kwargs.get("fusion"))
         return [(_document(h), h.score) for h in hits]
 
     def similarity_search(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[Document]:
-        """The ``k`` nearest documents to ``query``."""
-        return [d for d, _ in self.similarity_search_with_score(query, k, filter)]
+        """The ``k`` best documents for ``query`` (``mode=`` as in the constructor)."""
+        return [d for d, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
 
     def similarity_search_by_vector(
         self,

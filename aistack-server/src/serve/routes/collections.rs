@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use aistack_core::ingest::Document;
-use aistack_core::store::{CollectionSpec, Metric};
+use aistack_core::ingest::SearchOptions;
+use aistack_core::store::{Analyzer, CollectionSpec, Metric, SearchMode};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -42,7 +43,8 @@ pub async fn create_collection(
         None => app.engine.embedder()?.info().dims,
     };
     let metric = Metric::parse(req.metric.as_deref().unwrap_or("cosine"))?;
-    let spec = CollectionSpec::new(req.name, dims, metric);
+    let analyzer = Analyzer::parse(req.analyzer.as_deref().unwrap_or("english"))?;
+    let spec = CollectionSpec::new(req.name, dims, metric).with_analyzer(analyzer);
     app.store.create_collection(&spec).await?;
     let info = app.store.collection(&spec.name).await?;
     Ok((StatusCode::CREATED, Json(CollectionView::from(info))).into_response())
@@ -182,13 +184,27 @@ pub async fn search(
         }
     }
     aistack_core::store::validate_collection_name(&name)?;
+    let mode = SearchMode::parse(req.mode.as_deref().unwrap_or("vector"))?;
+    if req.fusion.is_some() && mode != SearchMode::Hybrid {
+        return Err(ApiError::invalid("`fusion` applies to hybrid search only"));
+    }
+    if mode != SearchMode::Vector && req.vector.is_some() {
+        return Err(ApiError::invalid(format!(
+            "{} search takes `query` (text), not `vector`",
+            mode.as_str()
+        )));
+    }
     let ingestor = app.ingestor().await?;
     let hits: Vec<SearchHit> = match (req.query, req.vector) {
         (Some(q), None) => {
             // Empty and over-long queries are refused by the engine's own input checks.
-            let hits = ingestor
-                .search(&name, &q, k, req.filter.as_ref(), req.min_score)
-                .await?;
+            let opts = SearchOptions {
+                mode,
+                filter: req.filter,
+                min_score: req.min_score,
+                fusion: req.fusion.map(|f| f.to_fusion()).unwrap_or_default(),
+            };
+            let hits = ingestor.search_with(&name, &q, k, &opts).await?;
             hits.iter().map(Into::into).collect()
         }
         (None, Some(v)) => ingestor

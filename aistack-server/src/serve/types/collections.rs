@@ -19,6 +19,10 @@ pub struct CreateCollection {
     /// `cosine` (default), `dot` or `l2`.
     #[schema(pattern = "^(cosine|dot|l2)$")]
     pub metric: Option<String>,
+    /// How text becomes terms for lexical search: `english` (default: stop words dropped,
+    /// words stemmed) or `simple` (every word as it is, lowercased: for code and identifiers).
+    #[schema(pattern = "^(english|simple)$")]
+    pub analyzer: Option<String>,
 }
 
 /// A collection as the API shows it.
@@ -30,6 +34,8 @@ pub struct CollectionView {
     pub dims: usize,
     /// `cosine`, `dot` or `l2`.
     pub metric: String,
+    /// `english` or `simple`.
+    pub analyzer: String,
     /// Records (chunks) held.
     pub count: u64,
 }
@@ -40,6 +46,7 @@ impl From<CollectionInfo> for CollectionView {
             name: c.spec.name,
             dims: c.spec.dims,
             metric: c.spec.metric.as_str().to_string(),
+            analyzer: c.spec.analyzer.as_str().to_string(),
             count: c.count,
         }
     }
@@ -98,24 +105,67 @@ pub struct IngestResult {
     pub removed: u64,
 }
 
-/// `POST /v1/collections/{name}/search` request: exactly one of `query` and `vector`.
+/// `POST /v1/collections/{name}/search` request: exactly one of `query` and `vector` (`query`
+/// in the `lexical` and `hybrid` modes).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
-    /// Text to search for (embedded as a query).
+    /// Text to search for (embedded as a query; analyzed into terms for lexical search).
     #[schema(min_length = 1, pattern = "\\S")]
     pub query: Option<String>,
-    /// A query vector with the collection's dimensions.
+    /// A query vector with the collection's dimensions (vector mode only).
     #[schema(min_items = 1)]
     pub vector: Option<Vec<f32>>,
+    /// `vector` (default: nearest by meaning), `lexical` (BM25 over the chunks' text: exact
+    /// terms, identifiers) or `hybrid` (both, fused by reciprocal rank).
+    #[schema(pattern = "^(vector|lexical|hybrid)$")]
+    pub mode: Option<String>,
+    /// How a hybrid search fuses its two ranked lists.
+    pub fusion: Option<FusionBody>,
     /// Hits wanted (default 10; at most `server.max_search_k`).
     #[schema(minimum = 1)]
     pub k: Option<usize>,
     /// A metadata filter in the JSON filter language (`$eq`, `$in`, `$and`, ...).
     #[schema(value_type = Object)]
     pub filter: Option<Value>,
-    /// Only hits scoring at least this.
+    /// Only hits whose vector score is at least this (not in lexical mode).
     pub min_score: Option<f32>,
+}
+
+/// Reciprocal rank fusion settings: a hit scores `Σ weight / (rrf_k + rank)` over the arms that
+/// found it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FusionBody {
+    /// Default 60.
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub rrf_k: Option<f64>,
+    /// Weight of the vector arm (default 1).
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub vector_weight: Option<f64>,
+    /// Weight of the lexical arm (default 1).
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub lexical_weight: Option<f64>,
+    /// Candidates from the vector arm (default `max(k, 50)`).
+    #[schema(minimum = 1, maximum = 10000)]
+    pub vector_depth: Option<usize>,
+    /// Candidates from the lexical arm (default `max(k, 50)`).
+    #[schema(minimum = 1, maximum = 10000)]
+    pub lexical_depth: Option<usize>,
+}
+
+impl FusionBody {
+    /// The core's fusion settings, defaults filled in (checked by the store).
+    pub fn to_fusion(&self) -> aistack_core::store::Fusion {
+        let d = aistack_core::store::Fusion::default();
+        aistack_core::store::Fusion {
+            rrf_k: self.rrf_k.unwrap_or(d.rrf_k),
+            vector_weight: self.vector_weight.unwrap_or(d.vector_weight),
+            lexical_weight: self.lexical_weight.unwrap_or(d.lexical_weight),
+            vector_depth: self.vector_depth,
+            lexical_depth: self.lexical_depth,
+        }
+    }
 }
 
 /// One search hit: a chunk of a document.
@@ -125,8 +175,14 @@ pub struct SearchHit {
     pub id: String,
     /// The document it belongs to.
     pub document_id: String,
-    /// Higher is better.
+    /// Higher is better: the vector score, the lexical score, or the fused score (hybrid).
     pub score: f32,
+    /// Rank (from 1) in the vector arm, where it found this hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_rank: Option<u32>,
+    /// Rank (from 1) in the lexical arm, where it found this hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical_rank: Option<u32>,
     /// The chunk's text.
     pub text: String,
     /// The document's metadata.
@@ -140,6 +196,8 @@ impl From<&DocHit> for SearchHit {
             id: h.id.clone(),
             document_id: h.document_id.clone(),
             score: h.score,
+            vector_rank: h.vector_rank,
+            lexical_rank: h.lexical_rank,
             text: h.text.clone(),
             metadata: h.metadata.clone(),
         }
