@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aistack_core::store::{
-    CollectionSpec, EmbeddedStore, Metric, Record, SearchRequest, VectorStore,
+    CollectionSpec, EmbeddedStore, Metric, Record, SearchMode, SearchRequest, VectorStore,
 };
 use aistack_core::ErrorKind;
 use serde_json::{json, Map};
@@ -123,15 +123,22 @@ async fn crash_child_writer() {
         .await
         .unwrap();
     let mut out = std::io::stdout();
+    let rec = |b: usize, k: usize, text: String| {
+        let mut m = Map::new();
+        m.insert("batch".into(), json!(b));
+        m.insert("_text".into(), json!(text));
+        Record::new(format!("b{b}-{k}"), unit(b * 50 + k + 1, 64), m)
+    };
     for b in 0.. {
-        let batch: Vec<Record> = (0..50)
-            .map(|k| {
-                let i = b * 50 + k;
-                let mut m = Map::new();
-                m.insert("batch".into(), json!(b));
-                Record::new(format!("b{b}-{k}"), unit(i + 1, 64), m)
-            })
+        let mut batch: Vec<Record> = (0..50)
+            .map(|k| rec(b, k, format!("batch{b} record{k} tok{}", b * 50 + k)))
             .collect();
+        // Each batch also rewrites the text of the previous batch's first record, so the lexical
+        // index sees replacements as well as inserts.
+        if b > 0 {
+            let text = format!("batch{} record0 tok{} rewritten{b}", b - 1, (b - 1) * 50);
+            batch.push(rec(b - 1, 0, text));
+        }
         store.upsert("crash", batch).await.unwrap();
         writeln!(out, "ACK {b}").unwrap();
         out.flush().unwrap();
@@ -202,5 +209,209 @@ async fn acknowledged_writes_survive_kill_9() {
             assert!(close, "{} intact: {:?} vs {:?}", r.id, r.vector, want);
             assert_eq!(r.metadata["batch"], json!(b));
         }
+        lexical_matches_records(&store, round, acked).await;
     }
+}
+
+/// After a crash and reopen, the lexical index agrees with the records exactly: every record's
+/// own term finds it alone, and each `rewritten{b}` term finds the records whose text has it.
+async fn lexical_matches_records(store: &EmbeddedStore, round: usize, acked: usize) {
+    let ids: Vec<String> = (0..acked + 4)
+        .flat_map(|b| (0..50).map(move |k| format!("b{b}-{k}")))
+        .collect();
+    let records = store.get("crash", &ids).await.unwrap();
+    let lexical = |text: String| async move {
+        let r = SearchRequest::new(Vec::new(), 10_000).with_text(SearchMode::Lexical, text);
+        let mut hits: Vec<String> = store
+            .search("crash", &[r])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        hits.sort();
+        hits
+    };
+    for r in records.iter().step_by(7) {
+        let (b, k) = r.id[1..].split_once('-').unwrap();
+        let i = b.parse::<usize>().unwrap() * 50 + k.parse::<usize>().unwrap();
+        assert_eq!(
+            lexical(format!("tok{i}")).await,
+            [r.id.clone()],
+            "round {round}"
+        );
+    }
+    for b in 1..acked + 4 {
+        let word = format!("rewritten{b}");
+        let mut want: Vec<String> = records
+            .iter()
+            .filter(|r| {
+                r.metadata["_text"]
+                    .as_str()
+                    .unwrap()
+                    .split(' ')
+                    .any(|w| w == word)
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        want.sort();
+        if b <= acked {
+            assert_eq!(want.len(), 1, "round {round}: acknowledged rewrite {b}");
+        }
+        assert_eq!(
+            lexical(word).await,
+            want,
+            "round {round}: term rewritten{b}"
+        );
+    }
+    let all = lexical("record3".into()).await;
+    let want = records.iter().filter(|r| r.id.ends_with("-3")).count();
+    assert_eq!(all.len(), want, "round {round}: one record3 per batch");
+}
+
+/// The ids the lexical search for `text` finds, in order.
+async fn lexical_ids(store: &EmbeddedStore, c: &str, text: &str) -> Vec<String> {
+    let r = SearchRequest::new(Vec::new(), 1_000).with_text(SearchMode::Lexical, text);
+    let hits = store.search(c, &[r]).await.unwrap().pop().unwrap();
+    hits.into_iter().map(|h| h.id).collect()
+}
+
+fn text_record(id: &str, i: usize, dims: usize, text: &str) -> Record {
+    let mut m = Map::new();
+    m.insert("_text".into(), json!(text));
+    Record::new(id, unit(i + 1, dims), m)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The lexical index follows the log: it survives reopen, is rebuilt when missing or damaged,
+/// and is brought up to date when it is behind the log (a crash after the log write).
+#[tokio::test]
+async fn the_lexical_index_follows_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let lex = dir.path().join("collections/docs/lexical");
+    {
+        let store = EmbeddedStore::open(dir.path()).await.unwrap();
+        store
+            .create_collection(&CollectionSpec::new("docs", 8, Metric::Cosine))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.lexical_index_bytes("docs").unwrap(),
+            0,
+            "none before any text"
+        );
+        let records = (0..100)
+            .map(|i| text_record(&format!("r{i}"), i, 8, &format!("doc{i} common words")))
+            .collect();
+        store.upsert("docs", records).await.unwrap();
+        assert!(store.lexical_index_bytes("docs").unwrap() > 0);
+    }
+    let check = |store: EmbeddedStore, late: bool| async move {
+        assert_eq!(lexical_ids(&store, "docs", "doc7").await, ["r7"]);
+        assert_eq!(
+            lexical_ids(&store, "docs", "common").await.len(),
+            if late { 99 } else { 100 }
+        );
+        if late {
+            assert_eq!(lexical_ids(&store, "docs", "late3").await, ["n3"]);
+            assert!(lexical_ids(&store, "docs", "doc5").await.is_empty());
+        }
+    };
+    check(EmbeddedStore::open(dir.path()).await.unwrap(), false).await;
+    // Missing: rebuilt from the records.
+    std::fs::remove_dir_all(&lex).unwrap();
+    check(EmbeddedStore::open(dir.path()).await.unwrap(), false).await;
+    assert!(lex.join("meta.json").exists());
+    // Damaged: rebuilt too.
+    std::fs::write(lex.join("meta.json"), b"{ not json").unwrap();
+    check(EmbeddedStore::open(dir.path()).await.unwrap(), false).await;
+    // Behind the log: an older copy of the index, as after a crash between the log write and
+    // the index commit, is brought up to date from its commit's log position.
+    let snapshot = dir.path().join("lexical-snapshot");
+    copy_dir(&lex, &snapshot);
+    {
+        let store = EmbeddedStore::open(dir.path()).await.unwrap();
+        let late = (0..10)
+            .map(|i| text_record(&format!("n{i}"), 200 + i, 8, &format!("late{i}")))
+            .collect();
+        store.upsert("docs", late).await.unwrap();
+        store.delete("docs", &["r5".to_string()]).await.unwrap();
+    }
+    std::fs::remove_dir_all(&lex).unwrap();
+    copy_dir(&snapshot, &lex);
+    check(EmbeddedStore::open(dir.path()).await.unwrap(), true).await;
+    check(EmbeddedStore::open(dir.path()).await.unwrap(), true).await;
+}
+
+/// Compaction renumbers the records; the lexical index is rebuilt with it, so every hit is
+/// still the right record, before and after reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lexical_index_follows_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let dims = 2048;
+    let log = dir.path().join("collections/big/log");
+    let store = EmbeddedStore::open(dir.path()).await.unwrap();
+    store
+        .create_collection(&CollectionSpec::new("big", dims, Metric::Cosine))
+        .await
+        .unwrap();
+    // 200 records rewritten until the log passes 64 MiB, with the odd ones deleted on the
+    // way, so compaction has holes to close.
+    let mut round = 0;
+    let mut largest = 0;
+    loop {
+        let records = (0..200)
+            .filter(|i| round == 0 || i % 2 == 0)
+            .map(|i| text_record(&format!("r{i}"), i, dims, &format!("rec{i} round{round}")))
+            .collect();
+        store.upsert("big", records).await.unwrap();
+        if round == 0 {
+            let odd: Vec<String> = (0..200)
+                .filter(|i| i % 2 == 1)
+                .map(|i| format!("r{i}"))
+                .collect();
+            store.delete("big", &odd).await.unwrap();
+        }
+        let len = std::fs::metadata(&log).unwrap().len();
+        if len < largest {
+            break; // compacted
+        }
+        largest = len;
+        round += 1;
+        assert!(round < 200, "the log was never compacted");
+    }
+    assert_eq!(store.count("big", None).await.unwrap(), 100);
+    let check = |store: EmbeddedStore| async move {
+        for i in (0..200).step_by(6) {
+            let want: Vec<String> = if i % 2 == 0 {
+                vec![format!("r{i}")]
+            } else {
+                vec![]
+            };
+            assert_eq!(
+                lexical_ids(&store, "big", &format!("rec{i}")).await,
+                want,
+                "rec{i}"
+            );
+        }
+        assert_eq!(
+            lexical_ids(&store, "big", &format!("round{round}"))
+                .await
+                .len(),
+            100
+        );
+        assert!(lexical_ids(&store, "big", "round0").await.is_empty());
+    };
+    check(store.clone()).await;
+    drop(store);
+    check(EmbeddedStore::open(dir.path()).await.unwrap()).await;
 }

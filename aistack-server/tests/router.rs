@@ -122,6 +122,62 @@ async fn bad_input_gets_json_4xx_and_changes_nothing() {
             404,
             "not_found",
         ),
+        (
+            post_json(
+                "/v1/collections/docs/search",
+                json!({"query": "x", "mode": "fuzzy"}),
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json(
+                "/v1/collections/docs/search",
+                json!({"vector": [0.1], "mode": "lexical"}),
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json(
+                "/v1/collections/docs/search",
+                json!({"query": "x", "mode": "lexical", "min_score": 0.5}),
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json(
+                "/v1/collections/docs/search",
+                json!({"query": "x", "fusion": {"rrf_k": 10}}),
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json(
+                "/v1/collections/docs/search",
+                json!({"query": "x", "mode": "hybrid", "fusion": {"rrf_k": -1}}),
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json(
+                "/v1/collections/docs/search",
+                json!({"query": "x", "mode": "hybrid", "fusion": {"depth": 3}}),
+            ),
+            400,
+            "invalid_input",
+        ),
+        (
+            post_json(
+                "/v1/collections",
+                json!({"name": "z", "analyzer": "klingon"}),
+            ),
+            400,
+            "invalid_input",
+        ),
         (get("/v1/collections/nope"), 404, "not_found"),
         (get("/v1/collections/bad%20name"), 400, "invalid_input"),
         (
@@ -469,4 +525,75 @@ async fn collections_documents_and_search_round_trip() {
         send(&a, get("/v1/collections/notes")).await.error_code(404),
         "not_found"
     );
+}
+
+#[tokio::test]
+async fn lexical_and_hybrid_search_over_http() {
+    let a = app(|_| {}).await;
+    let r = send(
+        &a,
+        post_json(
+            "/v1/collections",
+            json!({"name": "code", "analyzer": "simple"}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["analyzer"], "simple");
+    let r = send(
+        &a,
+        post_json(
+            "/v1/collections/code/documents",
+            json!({"documents": [
+                {"id": "stat", "text": "S_IFCHR is the file type of a character device", "metadata": {"lib": "stat"}},
+                {"id": "os", "text": "O_NONBLOCK opens a file without blocking", "metadata": {"lib": "os"}},
+                {"id": "pets", "text": "cats purr when they are happy", "metadata": {"lib": "none"}}
+            ]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.json()["documents"], 3, "{}", r.text());
+    let search = |body: Value| {
+        let a = &a;
+        async move {
+            let r = send(a, post_json("/v1/collections/code/search", body)).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            r.json()["hits"].as_array().unwrap().clone()
+        }
+    };
+    let hits = search(json!({"query": "S_IFCHR", "mode": "lexical"})).await;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0]["document_id"], "stat");
+    assert_eq!(hits[0]["lexical_rank"], 1);
+    assert!(hits[0].get("vector_rank").is_none());
+    // Hybrid: the exact term wins the lexical arm and so the fused ranking; every hit says
+    // where each arm ranked it.
+    let hits = search(json!({"query": "O_NONBLOCK", "mode": "hybrid", "k": 3})).await;
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits[0]["document_id"], "os");
+    assert_eq!(hits[0]["lexical_rank"], 1);
+    assert!(hits[0]["vector_rank"].as_u64().is_some());
+    assert!(hits.iter().all(|h| h["vector_rank"].as_u64().is_some()));
+    // The filter applies to both arms.
+    let hits =
+        search(json!({"query": "O_NONBLOCK", "mode": "hybrid", "filter": {"lib": "stat"}})).await;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0]["document_id"], "stat");
+    // Fusion settings are taken: with the lexical arm weighted 0, ranks come from vectors only.
+    let hits = search(json!({"query": "O_NONBLOCK", "mode": "hybrid", "fusion": {"lexical_weight": 0, "vector_depth": 2}})).await;
+    assert!((2..=3).contains(&hits.len()), "{hits:?}");
+    for h in &hits {
+        let score = h["score"].as_f64().unwrap() as f32;
+        match h["vector_rank"].as_u64() {
+            Some(r) => {
+                assert!(r <= 2, "only two vector candidates: {hits:?}");
+                assert_eq!(score, (1.0 / (60.0 + r as f64)) as f32);
+            }
+            None => assert_eq!(score, 0.0),
+        }
+    }
+    // Vector mode (the default) reports vector ranks.
+    let hits = search(json!({"query": "cats purr"})).await;
+    assert_eq!(hits[0]["document_id"], "pets");
+    assert_eq!(hits[0]["vector_rank"], 1);
 }

@@ -102,9 +102,7 @@ impl TextCollection {
                 ))
             }
         };
-        store
-            .ensure_collection(&CollectionSpec::new(name, dims, metric))
-            .await?;
+        super::ensure_any_analyzer(store.as_ref(), CollectionSpec::new(name, dims, metric)).await?;
         Self::open(store, name, embedder).await
     }
 

@@ -184,15 +184,11 @@ impl Ingestor {
         &self.embedder
     }
 
-    /// Creates the collection (cosine, the model's dimensions) if it does not exist.
+    /// Creates the collection (cosine, the model's dimensions, the English analyzer) if it does
+    /// not exist; an existing one of any analyzer is used as it is.
     pub async fn ensure_collection(&self, name: &str) -> Result<()> {
-        self.store
-            .ensure_collection(&CollectionSpec::new(
-                name,
-                self.embedder.dims(),
-                Metric::Cosine,
-            ))
-            .await
+        let spec = CollectionSpec::new(name, self.embedder.dims(), Metric::Cosine);
+        ensure_any_analyzer(self.store.as_ref(), spec).await
     }
 
     fn check(doc: &Document, i: usize) -> Result<()> {
@@ -395,6 +391,26 @@ impl Ingestor {
     /// Search cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+}
+
+/// Ensures a collection like `spec`, accepting an existing one whatever its analyzer (dims and
+/// metric must match): text front ends create with the default analyzer but use any.
+pub(crate) async fn ensure_any_analyzer(
+    store: &dyn VectorStore,
+    spec: CollectionSpec,
+) -> Result<()> {
+    match store.collection(&spec.name).await {
+        Ok(info) if info.spec.dims == spec.dims && info.spec.metric == spec.metric => Ok(()),
+        Ok(info) => {
+            store
+                .ensure_collection(&spec.with_analyzer(info.spec.analyzer))
+                .await
+        }
+        Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
+            store.ensure_collection(&spec).await
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -115,10 +115,11 @@ impl Inner {
                 return Ok(());
             }
             return Err(Error::Conflict(format!(
-                "collection {:?} already exists with {} dims and metric {}",
+                "collection {:?} already exists with {} dims, metric {} and analyzer {}",
                 spec.name,
                 existing.spec.dims,
-                existing.spec.metric.as_str()
+                existing.spec.metric.as_str(),
+                existing.spec.analyzer.as_str()
             )));
         }
         let cdir = collections_dir(&self.root);

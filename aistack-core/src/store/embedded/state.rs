@@ -331,10 +331,12 @@ impl State {
         let view = match &self.lexical {
             Lexical::Empty => return Ok(Vec::new()),
             Lexical::Ready(v) => v,
-            Lexical::Failed => return Err(Error::unavailable(format!(
+            Lexical::Failed => {
+                return Err(Error::unavailable(format!(
                 "the lexical index of collection {:?} failed; it is rebuilt when the store reopens",
                 self.spec.name
-            ))),
+            )))
+            }
         };
         let allowed = match (&req.filter, allowed) {
             (None, _) => None,
