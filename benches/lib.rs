@@ -42,3 +42,39 @@ pub fn status_mib(key: &str) -> Option<f64> {
         .ok()?;
     Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
+
+/// A xorshift step, as a number in [-1, 1).
+pub fn xorshift(state: &mut u64) -> f32 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state % 20_000) as f32 / 10_000.0 - 1.0
+}
+
+/// Clustered unit vectors of low intrinsic dimension, like text embeddings: 200 centres, a
+/// 16-dimensional spread around them, and a little isotropic noise. Queries come from the same
+/// distribution (other seeds).
+pub fn vectors(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut basis = 0x5eed_u64;
+    let centres: Vec<Vec<f32>> = (0..200)
+        .map(|_| (0..dims).map(|_| xorshift(&mut basis)).collect())
+        .collect();
+    let axes: Vec<Vec<f32>> = (0..16)
+        .map(|_| (0..dims).map(|_| xorshift(&mut basis)).collect())
+        .collect();
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            let c = (xorshift(&mut s).abs() * 199.0) as usize;
+            let mut v = centres[c].clone();
+            for a in &axes {
+                let z = 0.35 * xorshift(&mut s);
+                v.iter_mut().zip(a).for_each(|(x, y)| *x += z * y);
+            }
+            v.iter_mut().for_each(|x| *x += 0.08 * xorshift(&mut s));
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            v
+        })
+        .collect()
+}

@@ -239,7 +239,7 @@ async fn lexical_matches_records(store: &EmbeddedStore, round: usize, acked: usi
         let i = b.parse::<usize>().unwrap() * 50 + k.parse::<usize>().unwrap();
         assert_eq!(
             lexical(format!("tok{i}")).await,
-            [r.id.clone()],
+            std::slice::from_ref(&r.id),
             "round {round}"
         );
     }

@@ -39,6 +39,30 @@ def test_langchain_embeddings_and_vector_store(embedder, reference, tmp_path):
     assert vs.get_by_ids(["d", "c"])[0].id == "c"
     retriever = vs.as_retriever(search_kwargs={"k": 1})
     assert retriever.invoke("singing birds")[0].page_content == "Birds sing."
+    # Hybrid and lexical search through the adapter and its retriever.
+    vs.add_texts(["The flag O_NONBLOCK makes reads return at once."], ids=["flag"])
+    assert [d.id for d in vs.similarity_search("O_NONBLOCK", k=1, mode="lexical")] == ["flag"]
+    hybrid = vs.as_retriever(search_kwargs={"k": 2, "mode": "hybrid"})
+    assert hybrid.invoke("O_NONBLOCK")[0].id == "flag"
+    assert AistackVectorStore(vs.collection, embedder, mode="lexical").similarity_search("Birds", k=1)[0].page_content == "Birds sing."
+
+
+def test_llamaindex_retriever(embedder, tmp_path):
+    import aistack
+    from aistack.integrations.llamaindex import AistackRetriever
+
+    store = aistack.VectorStore("embedded", path=tmp_path / "data")
+    col = store.create_collection("li", embedder=embedder)
+    col.upsert(
+        ["flag", "cat"],
+        documents=["The flag O_NONBLOCK makes reads return at once.", "Cats purr when they are content."],
+        metadatas=[{"kind": "code"}, {"kind": "pet"}],
+    )
+    nodes = AistackRetriever(col, k=2, mode="hybrid").retrieve("O_NONBLOCK")
+    assert nodes[0].node.node_id == "flag" and nodes[0].node.text.startswith("The flag")
+    assert nodes[0].node.metadata == {"kind": "code"}
+    assert [n.node.node_id for n in AistackRetriever(col, k=2, mode="lexical").retrieve("purr")] == ["cat"]
+    assert [n.node.node_id for n in AistackRetriever(col, k=2, where={"kind": "pet"}).retrieve("flags")] == ["cat"]
 
 
 def test_llamaindex_embedding(embedder, reference):

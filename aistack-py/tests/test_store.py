@@ -103,6 +103,48 @@ def test_bad_input_is_refused_and_changes_nothing(store, embedder, collection_na
         store.delete_collection(collection_name)
 
 
+def test_lexical_and_hybrid_search(store, embedder, collection_name):
+    if store.backend == "qdrant":
+        pytest.skip("lexical and hybrid search are not on the Qdrant backend yet")
+    col = store.create_collection(collection_name, embedder=embedder, analyzer="english")
+    try:
+        col.upsert(
+            ["s", "o", "p"],
+            documents=[
+                "S_IFCHR is the file type of a character device.",
+                "O_NONBLOCK opens a file without blocking.",
+                "Cats purr when they are content.",
+            ],
+            metadatas=[{"lib": "stat"}, {"lib": "os"}, {"lib": "none"}],
+        )
+        hits = col.query("S_IFCHR", k=3, mode="lexical")
+        assert [h.id for h in hits] == ["s"]
+        assert (hits[0].lexical_rank, hits[0].vector_rank) == (1, None)
+        assert hits[0].document.startswith("S_IFCHR")
+        # Stemmed: "devices" finds "device".
+        assert [h.id for h in col.query("devices", k=3, mode="lexical")] == ["s"]
+        hits = col.query("O_NONBLOCK", k=3, mode="hybrid")
+        assert hits[0].id == "o" and hits[0].lexical_rank == 1 and hits[0].vector_rank is not None
+        assert all(h.vector_rank is not None for h in hits)
+        # The filter applies to both arms.
+        assert [h.id for h in col.query("O_NONBLOCK", k=3, mode="hybrid", where={"lib": "none"})] == ["p"]
+        # Fusion settings are taken.
+        hits = col.query("O_NONBLOCK", k=3, mode="hybrid", fusion={"lexical_weight": 0.0, "vector_depth": 1})
+        assert [h.vector_rank for h in hits if h.vector_rank is not None] == [1]
+        with pytest.raises(aistack.InvalidInput):
+            col.query("x", mode="fuzzy")
+        with pytest.raises(aistack.InvalidInput):
+            col.query(embedding=embedder.encode("x"), mode="lexical")
+        with pytest.raises(aistack.InvalidInput):
+            col.query("x", mode="hybrid", fusion={"bogus": 1})
+        with pytest.raises(aistack.InvalidInput):
+            col.query("x", mode="lexical", min_score=0.2)
+        with pytest.raises(aistack.InvalidInput):
+            store.create_collection(collection_name + "_b", embedder=embedder, analyzer="klingon")
+    finally:
+        assert store.delete_collection(collection_name)
+
+
 def test_vector_only_collections_need_no_embedder(store, collection_name):
     col = store.get_or_create_collection(collection_name, dim=3, metric="l2")
     try:

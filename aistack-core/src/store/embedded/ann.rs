@@ -34,8 +34,10 @@ pub struct AnnConfig {
     pub precision: IndexPrecision,
     /// Collections with fewer live records than this are scanned exactly.
     pub exact_below: usize,
-    /// Filtered searches use the index only when at least this share of records pass the
-    /// filter (estimated from a sample); more selective filters scan the matching records.
+    /// For the rare filter the metadata index cannot answer (equality with a string over 256
+    /// bytes), the HNSW index is used only when at least this share of records pass it
+    /// (estimated from a sample). Filters the metadata index answers use the index when more
+    /// than 2,048 records match, and scan the matches exactly otherwise.
     pub min_filter_share: f32,
 }
 

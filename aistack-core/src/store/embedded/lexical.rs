@@ -121,19 +121,29 @@ impl LexView {
                 }
             }
             .map_err(|e| lex_err("searching", e))?;
-            let tied_at_cut = found.len() == limit && found[depth - 1].0 == found[depth].0;
-            if tied_at_cut {
+            // Equal scores past the cut may belong before it in id order: fetch until the
+            // last score fetched is below the score at the cut (or everything is fetched).
+            let tied_past_cut = found.len() == limit
+                && found.len() > depth
+                && found[limit - 1].0 == found[depth - 1].0;
+            if tied_past_cut {
                 limit *= 2;
                 continue;
             }
+            let mut columns: Vec<Option<tantivy::columnar::Column<u64>>> =
+                vec![None; self.searcher.segment_readers().len()];
             let mut out = Vec::with_capacity(found.len());
             for (score, addr) in found {
-                let col = self
-                    .searcher
-                    .segment_reader(addr.segment_ord)
-                    .fast_fields()
-                    .u64("slot")
-                    .map_err(|e| lex_err("reading slots", e))?;
+                let col = match &mut columns[addr.segment_ord as usize] {
+                    Some(c) => c,
+                    slot @ None => slot.insert(
+                        self.searcher
+                            .segment_reader(addr.segment_ord)
+                            .fast_fields()
+                            .u64("slot")
+                            .map_err(|e| lex_err("reading slots", e))?,
+                    ),
+                };
                 if let Some(slot) = col.first(addr.doc_id) {
                     out.push((score, slot as usize));
                 }
@@ -200,8 +210,15 @@ impl LexIndex {
     }
 
     fn with_index(index: &Index, fields: Fields, analyzer: Analyzer) -> Result<Self> {
+        // One indexing thread and one merge thread per collection: writes are serialized per
+        // collection anyway, and many collections must not mean many idle threads each.
+        let options = tantivy::indexer::IndexWriterOptions::builder()
+            .memory_budget_per_thread(WRITER_MEMORY)
+            .num_worker_threads(1)
+            .num_merge_threads(1)
+            .build();
         let writer = index
-            .writer_with_num_threads(1, WRITER_MEMORY)
+            .writer_with_options(options)
             .map_err(|e| lex_err("starting its writer", e))?;
         let reader = index
             .reader_builder()

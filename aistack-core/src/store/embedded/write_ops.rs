@@ -110,9 +110,7 @@ impl Collection {
                     Err(e) => return Some(self.lexical_failed(w, &e)),
                 }
             }
-            let Some(ix) = w.lexical.as_mut() else {
-                return None;
-            };
+            let ix = w.lexical.as_mut()?;
             planned
                 .iter()
                 .try_for_each(|&(slot, text)| ix.stage(slot, text))
