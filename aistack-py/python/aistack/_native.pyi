@@ -2,7 +2,7 @@
 
 from collections.abc import Awaitable, Mapping, Sequence
 from os import PathLike
-from typing import Any, Literal, TypeAlias, TypedDict, final, overload
+from typing import Any, Literal, TypeAlias, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -15,14 +15,6 @@ __version__: str
 _Where: TypeAlias = Mapping[str, Any]
 """A metadata filter: ``{"field": value}``, ``{"field": {"$gte": 3}}``, ``{"$and": [...]}``."""
 
-class _Fusion(TypedDict, total=False):
-    """Reciprocal rank fusion of a hybrid search: ``score = Σ weight / (rrf_k + rank)``."""
-
-    rrf_k: float
-    vector_weight: float
-    lexical_weight: float
-    vector_depth: int
-    lexical_depth: int
 
 @disjoint_base
 class Embedder:
@@ -130,8 +122,8 @@ class Collection:
         k: int = 10,
         where: _Where | None = None,
         min_score: float | None = None,
-        mode: Literal["vector", "lexical", "hybrid"] = "vector",
-        fusion: _Fusion | None = None,
+        mode: str = "vector",
+        fusion: Mapping[str, Any] | None = None,
     ) -> list[Hit]: ...
     def get(self, ids: Sequence[str]) -> list[Record]: ...
     def delete(self, ids: Sequence[str] | None = None, *, where: _Where | None = None) -> int: ...
