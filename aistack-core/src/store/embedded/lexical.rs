@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 use tantivy::collector::{FilterCollector, TopDocs};
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
 };
@@ -28,9 +28,6 @@ use crate::store::Analyzer;
 
 /// Memory the index writer may buffer before it flushes a segment (tantivy's minimum is 15 MB).
 const WRITER_MEMORY: usize = 32 * 1024 * 1024;
-/// A filter passing at most this many chunks restricts the lexical arm by intersecting with its
-/// slots; a larger one checks each scored chunk against the slot set instead.
-const MAX_SLOT_TERMS: u64 = 8_192;
 /// Payload tag: a commit whose payload does not start with it is not at a known log position.
 const PAYLOAD_TAG: &str = "aistack-lexical-v1";
 
@@ -116,21 +113,6 @@ impl LexView {
             let top = TopDocs::with_limit(limit).order_by_score();
             let found = match &allowed {
                 None => self.searcher.search(&query, &top),
-                // A selective filter: intersect the terms' postings with the filter's slots, so
-                // only matching chunks are scored.
-                Some(set) if set.len() <= MAX_SLOT_TERMS => {
-                    let slots = TermSetQuery::new(
-                        set.iter()
-                            .map(|s| Term::from_field_u64(self.fields.slot, u64::from(s))),
-                    );
-                    let within: Box<dyn Query> =
-                        Box::new(ConstScoreQuery::new(Box::new(slots), 0.0));
-                    let both = BooleanQuery::new(vec![
-                        (Occur::Must, Box::new(query.clone()) as Box<dyn Query>),
-                        (Occur::Must, within),
-                    ]);
-                    self.searcher.search(&both, &top)
-                }
                 Some(set) => {
                     let set = set.clone();
                     let keep = move |slot: u64| set.contains(slot as u32);
