@@ -415,3 +415,42 @@ async fn the_lexical_index_follows_compaction() {
     drop(store);
     check(EmbeddedStore::open(dir.path()).await.unwrap()).await;
 }
+
+/// A filter the metadata index cannot answer (equality with a string over 256 bytes) is checked
+/// record by record, in both arms, with the same results.
+#[tokio::test]
+async fn filters_on_long_strings_apply_to_both_arms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).await.unwrap();
+    store
+        .create_collection(&CollectionSpec::new("long", 8, Metric::Cosine))
+        .await
+        .unwrap();
+    let long = "x".repeat(300);
+    let records = (0..20)
+        .map(|i| {
+            let mut r = text_record(&format!("r{i}"), i, 8, &format!("shared word{i}"));
+            let tag = if i % 5 == 0 {
+                long.clone()
+            } else {
+                format!("short{i}")
+            };
+            r.metadata.insert("tag".into(), json!(tag));
+            r
+        })
+        .collect();
+    store.upsert("long", records).await.unwrap();
+    let filter = aistack_core::store::Filter::from_json(&json!({"tag": long})).unwrap();
+    let want = ["r0", "r10", "r15", "r5"];
+    for mode in [SearchMode::Lexical, SearchMode::Hybrid] {
+        let mut r = SearchRequest::new(unit(1, 8), 10).with_text(mode, "shared");
+        r.filter = Some(filter.clone());
+        let mut got: Vec<String> = store.search("long", &[r]).await.unwrap()[0]
+            .iter()
+            .map(|h| h.id.clone())
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{mode:?}");
+    }
+    assert_eq!(store.count("long", Some(&filter)).await.unwrap(), 4);
+}
