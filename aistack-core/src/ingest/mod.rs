@@ -395,22 +395,22 @@ impl Ingestor {
 }
 
 /// Ensures a collection like `spec`, accepting an existing one whatever its analyzer (dims and
-/// metric must match): text front ends create with the default analyzer but use any.
+/// metric must match): text front ends create with the default analyzer but use any. One store
+/// call when the collection is as asked (the ingest path); the lookup only follows a conflict.
 pub(crate) async fn ensure_any_analyzer(
     store: &dyn VectorStore,
     spec: CollectionSpec,
 ) -> Result<()> {
-    match store.collection(&spec.name).await {
-        Ok(info) if info.spec.dims == spec.dims && info.spec.metric == spec.metric => Ok(()),
-        Ok(info) => {
-            store
-                .ensure_collection(&spec.with_analyzer(info.spec.analyzer))
-                .await
+    match store.ensure_collection(&spec).await {
+        Err(e) if e.kind() == crate::error::ErrorKind::Conflict => {
+            let info = store.collection(&spec.name).await?;
+            if info.spec.dims == spec.dims && info.spec.metric == spec.metric {
+                Ok(())
+            } else {
+                Err(e)
+            }
         }
-        Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
-            store.ensure_collection(&spec).await
-        }
-        Err(e) => Err(e),
+        other => other,
     }
 }
 

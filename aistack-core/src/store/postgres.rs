@@ -137,15 +137,8 @@ fn lexemes(analyzer: Analyzer, text: &str) -> String {
     }
     let mut out = String::new();
     for (term, list) in positions {
-        let mut entry = String::with_capacity(term.len() + 8);
-        entry.push('\'');
-        for c in term.chars() {
-            if c == '\'' || c == '\\' {
-                entry.push(c);
-            }
-            entry.push(c);
-        }
-        entry.push_str("':");
+        let mut entry = quote_lexeme(&term);
+        entry.push(':');
         let nums: Vec<String> = list.iter().map(|p| p.to_string()).collect();
         entry.push_str(&nums.join(","));
         if out.len() + entry.len() + 1 > MAX_LEXEMES_BYTES {
@@ -159,16 +152,27 @@ fn lexemes(analyzer: Analyzer, text: &str) -> String {
     out
 }
 
+/// A term quoted as a tsvector/tsquery lexeme: `'term'`, with `'` and `\` doubled.
+fn quote_lexeme(term: &str) -> String {
+    let mut q = String::with_capacity(term.len() + 2);
+    q.push('\'');
+    for c in term.chars() {
+        if c == '\'' || c == '\\' {
+            q.push(c);
+        }
+        q.push(c);
+    }
+    q.push('\'');
+    q
+}
+
 /// A tsquery literal matching any of the query's terms (`'a' | 'b'`), or `None` without terms.
 fn tsquery(analyzer: Analyzer, text: &str) -> Option<String> {
     let terms = analyzer.query_terms(text);
     if terms.is_empty() {
         return None;
     }
-    let quoted: Vec<String> = terms
-        .iter()
-        .map(|t| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")))
-        .collect();
+    let quoted: Vec<String> = terms.iter().map(|t| quote_lexeme(t)).collect();
     Some(quoted.join(" | "))
 }
 

@@ -210,7 +210,15 @@ fn open_lexical(
                 };
                 ix.stage(s, text)
             });
-            match done.and_then(|()| ix.commit(Some(end))) {
+            // An index already at the log's end needs no commit (most opens).
+            let commit = |ix: &mut LexIndex| {
+                if tail.is_empty() {
+                    Ok(())
+                } else {
+                    ix.commit(Some(end))
+                }
+            };
+            match done.and_then(|()| commit(&mut ix)) {
                 Ok(()) => Some(ix),
                 Err(e) => {
                     tracing::warn!(collection = %name, error = %e, "cannot bring the lexical index up to date; rebuilding");

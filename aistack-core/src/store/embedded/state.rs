@@ -341,12 +341,7 @@ impl State {
         let allowed = match (&req.filter, allowed) {
             (None, _) => None,
             (Some(_), Some(set)) => Some(set.clone()),
-            (Some(f), None) => Some(Arc::new(
-                self.live()
-                    .filter(|&s| f.matches(&self.metadata[s]))
-                    .map(|s| s as u32)
-                    .collect(),
-            )),
+            (Some(f), None) => Some(Arc::new(self.matching(Some(f)).map(|s| s as u32).collect())),
         };
         let text = req.text.as_deref().unwrap_or("");
         let scored: Vec<(f32, usize)> = view
