@@ -244,10 +244,6 @@ async fn main() {
     for (name, store) in backends {
         let ing = Ingestor::new(embedder.clone(), store.clone(), None, 0).unwrap();
         for mode in [SearchMode::Vector, SearchMode::Lexical, SearchMode::Hybrid] {
-            if name == "qdrant" && mode != SearchMode::Vector {
-                // Lexical and hybrid search are not on the Qdrant backend yet.
-                continue;
-            }
             let d = dump.as_mut().map(|f| (name, f));
             let v = evaluate(&ing, collection, &queries, mode, d).await;
             println!(

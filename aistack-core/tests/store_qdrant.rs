@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aistack_core::store::{
-    CollectionSpec, Metric, QdrantConfig, QdrantStore, Record, SearchRequest, VectorStore,
+    CollectionSpec, Metric, QdrantConfig, QdrantStore, Record, SearchMode, SearchRequest,
+    VectorStore,
 };
 use aistack_core::ErrorKind;
 use serde_json::json;
@@ -36,7 +37,56 @@ async fn conformance_suite() {
         return;
     };
     let s: Arc<dyn VectorStore> = Arc::new(QdrantStore::connect(cfg).await.unwrap());
-    conformance::run_all(s, &format!("qd{}", std::process::id())).await;
+    conformance::run_all(s.clone(), &format!("qd{}", std::process::id())).await;
+    conformance::run_hybrid(s, &format!("qd{}", std::process::id())).await;
+}
+
+/// A collection made before lexical search (one dense vector, no sparse one) still serves
+/// vector search, and lexical or hybrid search on it is a clear 400, not a server error.
+#[tokio::test]
+async fn collections_without_a_term_index_refuse_lexical_search() {
+    let Some(cfg) = config("qdrant collections_without_a_term_index_refuse_lexical_search") else {
+        return;
+    };
+    use qdrant_client::qdrant::{CreateCollectionBuilder, Distance, VectorParamsBuilder};
+    let raw = qdrant_client::Qdrant::from_url(&cfg.url)
+        .api_key(cfg.api_key.clone())
+        .skip_compatibility_check()
+        .build()
+        .unwrap();
+    let name = format!("qd{}-legacy", std::process::id());
+    let _ = raw.delete_collection(name.as_str()).await;
+    raw.create_collection(
+        CreateCollectionBuilder::new(&name)
+            .vectors_config(VectorParamsBuilder::new(3, Distance::Cosine)),
+    )
+    .await
+    .unwrap();
+    let store = QdrantStore::connect(cfg).await.unwrap();
+    let spec = CollectionSpec::new(&name, 3, Metric::Cosine);
+    store.ensure_collection(&spec).await.unwrap();
+    let mut meta = serde_json::Map::new();
+    meta.insert("_text".into(), json!("the S_IFCHR constant"));
+    store
+        .upsert(&name, vec![Record::new("a", vec![1.0, 0.0, 0.0], meta)])
+        .await
+        .unwrap();
+    let hits = store
+        .search(&name, &[SearchRequest::new(vec![1.0, 0.0, 0.0], 3)])
+        .await
+        .unwrap();
+    assert_eq!(hits[0][0].id, "a");
+    assert_eq!(
+        hits[0][0].metadata.as_ref().unwrap()["_text"],
+        "the S_IFCHR constant"
+    );
+    for mode in [SearchMode::Lexical, SearchMode::Hybrid] {
+        let r = SearchRequest::new(vec![1.0, 0.0, 0.0], 3).with_text(mode, "S_IFCHR");
+        let err = store.search(&name, &[r]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("term index"), "{err}");
+    }
+    assert!(store.drop_collection(&name).await.unwrap());
 }
 
 #[tokio::test]

@@ -104,8 +104,6 @@ def test_bad_input_is_refused_and_changes_nothing(store, embedder, collection_na
 
 
 def test_lexical_and_hybrid_search(store, embedder, collection_name):
-    if store.backend == "qdrant":
-        pytest.skip("lexical and hybrid search are not on the Qdrant backend yet")
     col = store.create_collection(collection_name, embedder=embedder, analyzer="english")
     try:
         col.upsert(

@@ -12,25 +12,43 @@
 //! within one chunk is applied as a whole, a larger one chunk by chunk (a retry, being
 //! idempotent, completes it). Hits are ordered and cut to `min_score` here, so ordering and ties
 //! match the other backends.
+//!
+//! Lexical search is BM25 over a named sparse vector, `aistack_bm25_<analyzer>` (the name records
+//! the collection's analyzer). A point's sparse vector holds, per term of its text (ids from
+//! [`term_id`]), the BM25 term-frequency factor; the collection's `idf` modifier makes Qdrant
+//! multiply it by the term's inverse document frequency at query time, so the dot product with
+//! a query of weight 1 per term is the BM25 score. Qdrant does not know a collection's average
+//! document length, so the factor uses [`BM25_AVG_TERMS`].
+//!
+//! A hybrid search sends both arms, for every request of the call, in one `query_batch` round
+//! trip and fuses them here with [`super::hybrid::fuse`]. Qdrant's own RRF (`prefetch` +
+//! `Fusion::Rrf`) cannot give what every backend returns: it reports only the fused score, not
+//! each hit's rank in each arm; it applies weights as `1/(rank/w + k - 1)` rather than
+//! `w/(k + rank)`, in `f32`; and it leaves ties in arrival order.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qdrant_client::qdrant::with_vectors_selector::SelectorOptions;
 use qdrant_client::qdrant::{
     value::Kind, vector_output, vectors_config, vectors_output::VectorsOptions, Condition,
     CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance, Filter as QFilter,
-    GetPointsBuilder, HnswConfigDiffBuilder, PointId, PointStruct, QueryBatchPointsBuilder,
-    QueryPointsBuilder, Range, RetrievedPoint, SearchParamsBuilder, UpsertPointsBuilder,
-    Value as QValue, VectorParamsBuilder, VectorsOutput,
+    GetPointsBuilder, HnswConfigDiffBuilder, Modifier, NamedVectors, PointId, PointStruct,
+    QueryBatchPointsBuilder, QueryPoints, QueryPointsBuilder, Range, RetrievedPoint, ScoredPoint,
+    SearchParamsBuilder, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
+    UpsertPointsBuilder, Value as QValue, Vector, VectorInput, VectorParamsBuilder, VectorsOutput,
+    VectorsSelector,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
 
+use super::analyzer::{term_id, Analyzer};
 use super::filter::{Cmp, Scalar};
+use super::hybrid::{fuse, rank_arm};
 use super::{
     prepare_records, prepare_requests, sort_hits, validate_collection_name, CollectionInfo,
-    CollectionSpec, Filter, Hit, Metric, Record, SearchMode, SearchRequest, VectorStore,
+    CollectionSpec, Filter, Hit, Metric, Record, SearchMode, SearchRequest, VectorStore, TEXT_KEY,
 };
 use crate::error::{Error, Result};
 
@@ -39,6 +57,20 @@ const META_KEY: &str = "metadata";
 const PRESENT_KEY: &str = "aistack_present";
 /// The UUIDv5 namespace of aistack point ids.
 const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a1f_3c52_8d04_4b7e_9e2a_51c0_d7f3_a9b1);
+/// The name of the dense vector: Qdrant's default (unnamed) vector.
+const DENSE: &str = "";
+/// The sparse vector's name is this and the analyzer's name.
+const SPARSE_PREFIX: &str = "aistack_bm25_";
+/// BM25's `k1` (term-frequency saturation), as tantivy and Lucene use.
+const BM25_K1: f32 = 1.2;
+/// BM25's `b` (document-length normalisation), as tantivy and Lucene use.
+const BM25_B: f32 = 0.75;
+/// The document length (in terms) BM25 normalises by on Qdrant, which keeps no average: about
+/// the terms an ingested chunk of the default size has once stop words are gone.
+pub const BM25_AVG_TERMS: f32 = 128.0;
+/// Extra candidates fetched past each cut, so that equal scores at the cut are ordered by id
+/// here rather than by the server's arrival order.
+const TIE_MARGIN: usize = 16;
 
 /// How to reach Qdrant and how collections are created there.
 #[derive(Debug, Clone)]
@@ -184,6 +216,58 @@ fn payload(r: &Record) -> Payload {
     p.insert(META_KEY.into(), Value::Object(r.metadata.clone()));
     p.insert(PRESENT_KEY.into(), Value::Array(present));
     Payload::from(p)
+}
+
+/// The name of the sparse vector of a collection with `analyzer`.
+fn sparse_name(analyzer: Analyzer) -> String {
+    format!("{SPARSE_PREFIX}{}", analyzer.as_str())
+}
+
+/// A text's BM25 document vector: per distinct term id, the term-frequency factor
+/// `tf·(k1+1) / (tf + k1·(1 − b + b·len/avg))`, indices ascending. Empty for a text with no
+/// terms.
+fn bm25_document(analyzer: Analyzer, text: &str) -> (Vec<u32>, Vec<f32>) {
+    let terms = analyzer.terms(text);
+    let len = terms.len() as f32;
+    let mut tf: std::collections::BTreeMap<u32, f32> = std::collections::BTreeMap::new();
+    for t in &terms {
+        *tf.entry(term_id(t)).or_default() += 1.0;
+    }
+    let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * len / BM25_AVG_TERMS);
+    tf.into_iter()
+        .map(|(id, f)| (id, f * (BM25_K1 + 1.0) / (f + norm)))
+        .unzip()
+}
+
+/// A query's sparse vector: weight 1 per distinct term id (so the score is the sum of the
+/// matched terms' BM25 weights). Empty when the query has no terms.
+fn bm25_query(analyzer: Analyzer, text: &str) -> (Vec<u32>, Vec<f32>) {
+    let mut ids: Vec<u32> = analyzer
+        .query_terms(text)
+        .iter()
+        .map(|t| term_id(t))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let ones = vec![1.0; ids.len()];
+    (ids, ones)
+}
+
+/// A point's vectors: the dense one, and the sparse one when the record has text with terms.
+fn point_vectors(r: &Record, lexical: Option<Analyzer>) -> NamedVectors {
+    let v = NamedVectors::default().add_vector(DENSE, Vector::new_dense(r.vector.clone()));
+    let text = r.metadata.get(TEXT_KEY).and_then(Value::as_str);
+    match (lexical, text) {
+        (Some(analyzer), Some(text)) => {
+            let (indices, values) = bm25_document(analyzer, text);
+            if indices.is_empty() {
+                v
+            } else {
+                v.add_vector(sparse_name(analyzer), Vector::new_sparse(indices, values))
+            }
+        }
+        _ => v,
+    }
 }
 
 /// A filter compiled for Qdrant: one that matches everything or nothing is kept apart, since
@@ -347,14 +431,61 @@ fn from_payload(mut p: HashMap<String, QValue>) -> Result<(String, Map<String, V
     Ok((id, metadata))
 }
 
+/// The dense vector of a point, whether Qdrant sent it alone or among named vectors.
 fn dense(v: Option<VectorsOutput>) -> Option<Vec<f32>> {
-    match v?.vectors_options? {
-        VectorsOptions::Vector(out) => match out.into_vector() {
-            vector_output::Vector::Dense(d) => Some(d.data),
-            _ => None,
-        },
-        VectorsOptions::Vectors(_) => None,
+    let out = match v?.vectors_options? {
+        VectorsOptions::Vector(out) => out,
+        VectorsOptions::Vectors(mut named) => named.vectors.remove(DENSE)?,
+    };
+    match out.into_vector() {
+        vector_output::Vector::Dense(d) => Some(d.data),
+        _ => None,
     }
+}
+
+/// What aistack knows of one of its collections on Qdrant.
+struct Found {
+    spec: CollectionSpec,
+    count: u64,
+    /// Whether the collection has the sparse vector of lexical search (collections created
+    /// before it do not, and Qdrant cannot add one to an existing collection).
+    lexical: bool,
+}
+
+/// The hits of one arm from Qdrant's points, ordered by score then id and cut to `limit`.
+fn arm_hits(
+    points: Vec<ScoredPoint>,
+    req: &SearchRequest,
+    metric: Option<Metric>,
+    limit: usize,
+) -> Result<Vec<Hit>> {
+    let mut hits = Vec::with_capacity(points.len());
+    for p in points {
+        // Qdrant scores Euclid by distance; aistack's L2 score is minus the distance.
+        let score = match metric {
+            Some(Metric::L2) => -p.score,
+            _ => p.score,
+        };
+        if metric.is_some() && req.min_score.is_some_and(|m| score < m) {
+            continue;
+        }
+        let (id, metadata) = from_payload(p.payload)?;
+        hits.push(Hit {
+            id,
+            score,
+            vector_rank: None,
+            lexical_rank: None,
+            metadata: req.with_metadata.then_some(metadata),
+            vector: if req.with_vector {
+                dense(p.vectors)
+            } else {
+                None
+            },
+        });
+    }
+    sort_hits(&mut hits);
+    hits.truncate(limit);
+    Ok(hits)
 }
 
 impl QdrantStore {
@@ -378,8 +509,8 @@ impl QdrantStore {
     }
 
     /// The collection's spec, or `None` if Qdrant has no such collection or it is not one
-    /// aistack can use (named or sparse vectors, another distance).
-    async fn spec_of(&self, name: &str) -> Result<Option<(CollectionSpec, u64)>> {
+    /// aistack can use (named dense vectors, another distance).
+    async fn spec_of(&self, name: &str) -> Result<Option<Found>> {
         // One round trip: a missing collection comes back as NotFound.
         let info = match self.client.collection_info(name).await {
             Ok(r) => r.result,
@@ -389,12 +520,18 @@ impl QdrantStore {
             },
         };
         let Some(info) = info else { return Ok(None) };
-        let params = info
-            .config
-            .and_then(|c| c.params)
-            .and_then(|p| p.vectors_config)
-            .and_then(|v| v.config);
-        let Some(vectors_config::Config::Params(p)) = params else {
+        let Some(params) = info.config.and_then(|c| c.params) else {
+            return Ok(None);
+        };
+        // The analyzer is in the sparse vector's name; without one, lexical search is off.
+        let analyzer = params.sparse_vectors_config.as_ref().and_then(|s| {
+            s.map
+                .keys()
+                .filter_map(|k| k.strip_prefix(SPARSE_PREFIX))
+                .find_map(|a| Analyzer::parse(a).ok())
+        });
+        let Some(vectors_config::Config::Params(p)) = params.vectors_config.and_then(|v| v.config)
+        else {
             return Ok(None);
         };
         let metric = match Distance::try_from(p.distance) {
@@ -403,20 +540,23 @@ impl QdrantStore {
             Ok(Distance::Euclid) => Metric::L2,
             _ => return Ok(None),
         };
-        Ok(Some((
-            CollectionSpec::new(name, p.size as usize, metric),
-            info.points_count.unwrap_or(0),
-        )))
+        Ok(Some(Found {
+            spec: CollectionSpec::new(name, p.size as usize, metric)
+                .with_analyzer(analyzer.unwrap_or_default()),
+            count: info.points_count.unwrap_or(0),
+            lexical: analyzer.is_some(),
+        }))
+    }
+
+    async fn found(&self, name: &str) -> Result<Found> {
+        validate_collection_name(name)?;
+        self.spec_of(name).await?.ok_or_else(|| Error::NotFound {
+            what: coll_what(name),
+        })
     }
 
     async fn spec(&self, name: &str) -> Result<CollectionSpec> {
-        validate_collection_name(name)?;
-        self.spec_of(name)
-            .await?
-            .map(|(s, _)| s)
-            .ok_or_else(|| Error::NotFound {
-                what: coll_what(name),
-            })
+        Ok(self.found(name).await?.spec)
     }
 
     async fn create(&self, spec: &CollectionSpec, exist_ok: bool) -> Result<()> {
@@ -429,7 +569,7 @@ impl QdrantStore {
                 existing.metric.as_str()
             ))
         };
-        if let Some((existing, _)) = self.spec_of(&spec.name).await? {
+        if let Some(Found { spec: existing, .. }) = self.spec_of(&spec.name).await? {
             return if exist_ok && existing == *spec {
                 Ok(())
             } else {
@@ -448,7 +588,15 @@ impl QdrantStore {
                         HnswConfigDiffBuilder::default()
                             .m(self.config.hnsw_m)
                             .ef_construct(self.config.hnsw_ef_construct),
-                    ),
+                    )
+                    .sparse_vectors_config({
+                        let mut sparse = SparseVectorsConfigBuilder::default();
+                        sparse.add_named_vector_params(
+                            sparse_name(spec.analyzer),
+                            SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
+                        );
+                        sparse
+                    }),
             )
             .await;
         match created {
@@ -456,9 +604,9 @@ impl QdrantStore {
             Err(e) => {
                 // Another client may have created it meanwhile.
                 let err = q_err(&coll_what(&spec.name), e);
-                match self.spec_of(&spec.name).await? {
-                    Some((existing, _)) if exist_ok && existing == *spec => Ok(()),
-                    Some((existing, _)) => Err(conflict(&existing)),
+                match self.spec_of(&spec.name).await?.map(|f| f.spec) {
+                    Some(existing) if exist_ok && existing == *spec => Ok(()),
+                    Some(existing) => Err(conflict(&existing)),
                     None => Err(err),
                 }
             }
@@ -475,13 +623,25 @@ impl QdrantStore {
                 .get_points(
                     GetPointsBuilder::new(name, pids)
                         .with_payload(true)
-                        .with_vectors(full),
+                        .with_vectors(dense_only(full)),
                 )
                 .await
                 .map_err(|e| q_err(&coll_what(name), e))?;
             out.extend(got.result);
         }
         Ok(out)
+    }
+}
+
+/// The vectors a read returns: the dense one, or none.
+fn dense_only(with: bool) -> SelectorOptions {
+    if with {
+        VectorsSelector {
+            names: vec![DENSE.to_string()],
+        }
+        .into()
+    } else {
+        SelectorOptions::Enable(false)
     }
 }
 
@@ -510,7 +670,7 @@ impl VectorStore for QdrantStore {
             if validate_collection_name(&c.name).is_err() {
                 continue;
             }
-            if let Some((spec, count)) = self.spec_of(&c.name).await? {
+            if let Some(Found { spec, count, .. }) = self.spec_of(&c.name).await? {
                 out.push(CollectionInfo { spec, count });
             }
         }
@@ -520,9 +680,7 @@ impl VectorStore for QdrantStore {
 
     async fn collection(&self, name: &str) -> Result<CollectionInfo> {
         validate_collection_name(name)?;
-        let (spec, _) = self.spec_of(name).await?.ok_or_else(|| Error::NotFound {
-            what: coll_what(name),
-        })?;
+        let spec = self.spec(name).await?;
         // The info's point count may trail recent writes; an exact count does not.
         let count = self.count(name, None).await?;
         Ok(CollectionInfo { spec, count })
@@ -542,14 +700,15 @@ impl VectorStore for QdrantStore {
     }
 
     async fn upsert(&self, collection: &str, mut records: Vec<Record>) -> Result<()> {
-        let spec = self.spec(collection).await?;
-        prepare_records(&spec, &mut records)?;
+        let found = self.found(collection).await?;
+        prepare_records(&found.spec, &mut records)?;
         if records.is_empty() {
             return Ok(());
         }
+        let lexical = found.lexical.then_some(found.spec.analyzer);
         let points: Vec<PointStruct> = records
             .iter()
-            .map(|r| PointStruct::new(point_id(&r.id), r.vector.clone(), payload(r)))
+            .map(|r| PointStruct::new(point_id(&r.id), point_vectors(r, lexical), payload(r)))
             .collect();
         self.client
             .upsert_points_chunked(
@@ -634,33 +793,77 @@ impl VectorStore for QdrantStore {
     }
 
     async fn search(&self, collection: &str, requests: &[SearchRequest]) -> Result<Vec<Vec<Hit>>> {
-        let spec = self.spec(collection).await?;
-        let queries = prepare_requests(&spec, requests)?;
-        if let Some(r) = requests.iter().find(|r| r.mode != SearchMode::Vector) {
-            return Err(Error::invalid(format!(
-                "{} search is not available on the qdrant backend yet (vector search is)",
-                r.mode.as_str()
-            )));
+        let found = self.found(collection).await?;
+        let spec = &found.spec;
+        let queries = prepare_requests(spec, requests)?;
+        if !found.lexical {
+            if let Some(r) = requests.iter().find(|r| r.mode.uses_text()) {
+                return Err(Error::invalid(format!(
+                    "{} search needs a term index, which collection {collection:?} lacks: it was \
+                     created on Qdrant before aistack had lexical search, and Qdrant cannot add \
+                     one to an existing collection; create a new collection and ingest into it",
+                    r.mode.as_str()
+                )));
+            }
         }
-        let mut batch = Vec::new();
-        let mut slots = Vec::with_capacity(requests.len());
+        let sparse = sparse_name(spec.analyzer);
+        // Every arm of every request goes in one batch; `arms` says where each request's are.
+        let mut batch: Vec<QueryPoints> = Vec::new();
+        let mut arms: Vec<Option<(Option<usize>, Option<usize>)>> = Vec::new();
         for (req, q) in requests.iter().zip(queries) {
             let Some(qf) = qfilter(req.filter.as_ref()) else {
-                slots.push(None);
+                arms.push(None);
                 continue;
             };
-            let ef = self.config.ef_search.max(req.k as u64);
-            let mut b = QueryPointsBuilder::new(collection)
-                .query(q)
-                .limit(req.k as u64)
-                .with_payload(true)
-                .with_vectors(req.with_vector)
-                .params(SearchParamsBuilder::default().hnsw_ef(ef));
-            if let Some(qf) = qf {
-                b = b.filter(qf);
+            let (vector_limit, lexical_limit) = match req.mode {
+                SearchMode::Vector => (req.k, 0),
+                SearchMode::Lexical => (0, req.k),
+                SearchMode::Hybrid => (
+                    req.fusion.vector_depth_for(req.k),
+                    req.fusion.lexical_depth_for(req.k),
+                ),
+            };
+            let arm = |b: QueryPointsBuilder, limit: usize| {
+                let b = b
+                    .limit((limit + TIE_MARGIN) as u64)
+                    .with_payload(true)
+                    .with_vectors(dense_only(req.with_vector));
+                match &qf {
+                    Some(qf) => b.filter(qf.clone()),
+                    None => b,
+                }
+            };
+            let mut slot = (None, None);
+            if req.mode.uses_vector() {
+                let ef = self
+                    .config
+                    .ef_search
+                    .max((vector_limit + TIE_MARGIN) as u64);
+                slot.0 = Some(batch.len());
+                batch.push(
+                    arm(QueryPointsBuilder::new(collection).query(q), vector_limit)
+                        .params(SearchParamsBuilder::default().hnsw_ef(ef))
+                        .build(),
+                );
             }
-            slots.push(Some(batch.len()));
-            batch.push(b.build());
+            if req.mode.uses_text() {
+                let (indices, values) =
+                    bm25_query(spec.analyzer, req.text.as_deref().unwrap_or(""));
+                // A query of stop words only has no terms: the arm is empty.
+                if !indices.is_empty() {
+                    slot.1 = Some(batch.len());
+                    batch.push(
+                        arm(
+                            QueryPointsBuilder::new(collection)
+                                .query(VectorInput::new_sparse(indices, values))
+                                .using(sparse.clone()),
+                            lexical_limit,
+                        )
+                        .build(),
+                    );
+                }
+            }
+            arms.push(Some(slot));
         }
         let mut results = if batch.is_empty() {
             Vec::new()
@@ -671,39 +874,37 @@ impl VectorStore for QdrantStore {
                 .map_err(|e| q_err(&coll_what(collection), e))?
                 .result
         };
+        let mut take =
+            |i: Option<usize>| i.map_or_else(Vec::new, |i| std::mem::take(&mut results[i].result));
         let mut out = Vec::with_capacity(requests.len());
-        for (req, slot) in requests.iter().zip(slots) {
-            let Some(i) = slot else {
+        for (req, slot) in requests.iter().zip(arms) {
+            let Some((v, l)) = slot else {
                 out.push(Vec::new());
                 continue;
             };
-            let points = std::mem::take(&mut results[i].result);
-            let mut hits = Vec::with_capacity(points.len());
-            for p in points {
-                // Qdrant scores Euclid by distance; aistack's L2 score is minus the distance.
-                let score = match spec.metric {
-                    Metric::L2 => -p.score,
-                    _ => p.score,
-                };
-                if req.min_score.is_some_and(|m| score < m) {
-                    continue;
+            let hits = match req.mode {
+                SearchMode::Vector => {
+                    let mut hits = arm_hits(take(v), req, Some(spec.metric), req.k)?;
+                    rank_arm(&mut hits, SearchMode::Vector);
+                    hits
                 }
-                let (id, metadata) = from_payload(p.payload)?;
-                hits.push(Hit {
-                    id,
-                    score,
-                    vector_rank: None,
-                    lexical_rank: None,
-                    metadata: req.with_metadata.then_some(metadata),
-                    vector: if req.with_vector {
-                        dense(p.vectors)
-                    } else {
-                        None
-                    },
-                });
-            }
-            sort_hits(&mut hits);
-            super::hybrid::rank_arm(&mut hits, SearchMode::Vector);
+                SearchMode::Lexical => {
+                    let mut hits = arm_hits(take(l), req, None, req.k)?;
+                    rank_arm(&mut hits, SearchMode::Lexical);
+                    hits
+                }
+                SearchMode::Hybrid => {
+                    let vector = arm_hits(
+                        take(v),
+                        req,
+                        Some(spec.metric),
+                        req.fusion.vector_depth_for(req.k),
+                    )?;
+                    let lexical =
+                        arm_hits(take(l), req, None, req.fusion.lexical_depth_for(req.k))?;
+                    fuse(&req.fusion, vector, lexical, req.k)
+                }
+            };
             out.push(hits);
         }
         Ok(out)
@@ -733,6 +934,25 @@ mod tests {
             .collect();
         got.sort();
         assert_eq!(got, ["a", "c", "c.d", "f"]);
+    }
+
+    #[test]
+    fn bm25_document_weights_saturate_and_normalise() {
+        let (ids, w) = bm25_document(Analyzer::English, "Errors, errors and the S_IFCHR error");
+        // "errors" and "error" stem alike; "and", "the" are stop words.
+        assert_eq!(ids.len(), 2);
+        assert!(ids.windows(2).all(|p| p[0] < p[1]));
+        let e = ids.iter().position(|&i| i == term_id("error")).unwrap();
+        let s = ids.iter().position(|&i| i == term_id("s_ifchr")).unwrap();
+        // Four terms, tf 3 and 1, against an average of BM25_AVG_TERMS.
+        let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * 4.0 / BM25_AVG_TERMS);
+        assert_eq!(w[e], 3.0 * (BM25_K1 + 1.0) / (3.0 + norm));
+        assert_eq!(w[s], (BM25_K1 + 1.0) / (1.0 + norm));
+        assert!(w[e] > w[s] && w[e] < BM25_K1 + 1.0);
+        assert!(bm25_document(Analyzer::English, "the of and").0.is_empty());
+        let (q, ones) = bm25_query(Analyzer::English, "error ERRORS s_ifchr");
+        assert_eq!(q.len(), 2);
+        assert_eq!(ones, [1.0, 1.0]);
     }
 
     #[test]
