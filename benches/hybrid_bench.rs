@@ -20,6 +20,15 @@ use aistack_core::store::{
 };
 use serde_json::{json, Map, Value};
 
+/// Segments of a tantivy index folder (one `.idx` postings file each).
+fn segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "idx"))
+            .count()
+    })
+}
+
 struct Args {
     n: usize,
     dims: usize,
@@ -227,6 +236,7 @@ async fn main() {
             "records_per_s": a.n as f64 / upsert_s,
             "ready_after_s": started.elapsed().as_secs_f64(),
             "lexical_index_mb": store.lexical_index_bytes(name).unwrap() as f64 / 1048576.0,
+            "lexical_segments": segments(&dir.path().join("collections").join(name).join("lexical")),
             "rss_mb": status_mib("VmRSS:")}}));
     }
     records.clear();
@@ -235,7 +245,8 @@ async fn main() {
     drop(store);
     let started = Instant::now();
     let store = EmbeddedStore::open(dir.path()).await.unwrap();
-    emit(json!({"reopen_s": started.elapsed().as_secs_f64()}));
+    emit(json!({"reopen_s": started.elapsed().as_secs_f64(),
+        "lexical_segments": segments(&dir.path().join("collections").join("text").join("lexical"))}));
     wait_ready(&store, "text").await;
 
     let mut s = 11u64;

@@ -85,38 +85,82 @@ impl Metric {
     }
 }
 
-/// The dot product, written so the compiler vectorizes it.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for j in 0..8 {
-            acc[j] += a[i * 8 + j] * b[i * 8 + j];
+/// Lanes of the distance kernels: 32 independent sums, so the additions are not one long
+/// dependency chain (four AVX registers, or eight SSE ones). The order of additions is the same
+/// on every CPU, so scores are bit-equal whichever copy runs.
+const LANES: usize = 32;
+
+/// Compiles a distance kernel twice, for AVX2 (chosen at run time) and for the baseline target.
+/// No FMA: a fused multiply-add rounds differently, and scores must not depend on the CPU.
+macro_rules! kernel {
+    ($(#[$doc:meta])* fn $name:ident / $fast:ident ($a:ident, $b:ident) $body:block) => {
+        $(#[$doc])*
+        pub fn $name($a: &[f32], $b: &[f32]) -> f32 {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, the one feature this copy was compiled for.
+                return unsafe { $fast($a, $b) };
+            }
+            $body
         }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
+        /// # Safety
+        /// Callable only where the CPU has AVX2 (checked by the caller).
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $fast($a: &[f32], $b: &[f32]) -> f32 $body
+    };
 }
 
-fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for j in 0..8 {
-            let d = a[i * 8 + j] - b[i * 8 + j];
-            acc[j] += d * d;
+mod kernels {
+    use super::LANES;
+
+    kernel! {
+        /// The dot product of two equally long vectors.
+        fn dot / dot_avx2 (a, b) {
+            let n = a.len().min(b.len());
+            let (a, b) = (&a[..n], &b[..n]);
+            let mut acc = [0f32; LANES];
+            let mut ca = a.chunks_exact(LANES);
+            let mut cb = b.chunks_exact(LANES);
+            for (x, y) in (&mut ca).zip(&mut cb) {
+                for j in 0..LANES {
+                    acc[j] += x[j] * y[j];
+                }
+            }
+            let mut s = 0f32;
+            for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+                s += x * y;
+            }
+            acc.iter().sum::<f32>() + s
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        let d = a[i] - b[i];
-        s += d * d;
+
+    kernel! {
+        /// The squared Euclidean distance of two equally long vectors.
+        fn l2_squared / l2_squared_avx2 (a, b) {
+            let n = a.len().min(b.len());
+            let (a, b) = (&a[..n], &b[..n]);
+            let mut acc = [0f32; LANES];
+            let mut ca = a.chunks_exact(LANES);
+            let mut cb = b.chunks_exact(LANES);
+            for (x, y) in (&mut ca).zip(&mut cb) {
+                for j in 0..LANES {
+                    let d = x[j] - y[j];
+                    acc[j] += d * d;
+                }
+            }
+            let mut s = 0f32;
+            for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+                let d = x - y;
+                s += d * d;
+            }
+            acc.iter().sum::<f32>() + s
+        }
     }
-    s
 }
+
+pub use kernels::dot;
+use kernels::l2_squared;
 
 /// Metadata key holding a record's text: what lexical search indexes (a string; records
 /// without one are found by vector search only).
