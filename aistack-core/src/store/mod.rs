@@ -79,7 +79,10 @@ impl Metric {
     /// The score of `candidate` against `query` (both already prepared for this metric).
     pub fn score(self, query: &[f32], candidate: &[f32]) -> f32 {
         match self {
-            Metric::Cosine | Metric::Dot => dot(query, candidate),
+            // Unit vectors: rounding may put the dot product a hair past ±1, and a cosine
+            // similarity outside [-1, 1] breaks callers that map it to a relevance.
+            Metric::Cosine => dot(query, candidate).clamp(-1.0, 1.0),
+            Metric::Dot => dot(query, candidate),
             Metric::L2 => -l2_squared(query, candidate).sqrt(),
         }
     }
@@ -519,4 +522,46 @@ pub fn sort_hits(hits: &mut [Hit]) {
             .unwrap_or(std::cmp::Ordering::Equal)
             .then_with(|| a.id.cmp(&b.id))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+            .collect()
+    }
+
+    #[test]
+    fn kernels_agree_with_a_plain_sum_at_every_length() {
+        for n in [0, 1, 7, 31, 32, 33, 100, 384, 1000] {
+            let (a, b) = (numbers(n, 1), numbers(n, 99));
+            let want_dot: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let want_l2: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                .sum();
+            assert!((dot(&a, &b) as f64 - want_dot).abs() < 1e-4, "dot at {n}");
+            assert!(
+                (l2_squared(&a, &b) as f64 - want_l2).abs() < 1e-4,
+                "l2 at {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn cosine_of_a_unit_vector_with_itself_is_at_most_one() {
+        for seed in 0..200 {
+            let mut v = numbers(384, seed);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            let s = Metric::Cosine.score(&v, &v);
+            assert!((0.9999..=1.0).contains(&s), "seed {seed}: {s}");
+            let opposite: Vec<f32> = v.iter().map(|x| -x).collect();
+            assert!(Metric::Cosine.score(&v, &opposite) >= -1.0);
+        }
+    }
 }

@@ -31,6 +31,17 @@ const WRITER_MEMORY: usize = 32 * 1024 * 1024;
 /// Payload tag: a commit whose payload does not start with it is not at a known log position.
 const PAYLOAD_TAG: &str = "aistack-lexical-v1";
 
+/// How segments are merged in the background. Every search visits every segment, so fewer
+/// segments answer faster: merge as soon as two of a size exist (tantivy waits for eight; at
+/// 100k chunks that left 8 segments against 3, and BM25 top-10 took 0.67 ms against 0.46 ms),
+/// and merge away a segment once a quarter of it is deleted (upserts delete the old document).
+fn merge_policy() -> tantivy::indexer::LogMergePolicy {
+    let mut policy = tantivy::indexer::LogMergePolicy::default();
+    policy.set_min_num_segments(2);
+    policy.set_del_docs_ratio_before_merge(0.25);
+    policy
+}
+
 fn lex_err(context: &str, e: tantivy::TantivyError) -> Error {
     Error::internal(format!("lexical index: {context}"), e)
 }
@@ -155,7 +166,8 @@ impl LexView {
 
 /// The writing side of a collection's lexical index (held under the collection's writer lock).
 pub(super) struct LexIndex {
-    writer: IndexWriter,
+    /// Always `Some` until dropped (taken then, to wait for its merges).
+    writer: Option<IndexWriter>,
     reader: IndexReader,
     fields: Fields,
     analyzer: Analyzer,
@@ -220,22 +232,27 @@ impl LexIndex {
         let writer = index
             .writer_with_options(options)
             .map_err(|e| lex_err("starting its writer", e))?;
+        writer.set_merge_policy(Box::new(merge_policy()));
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(|e| lex_err("starting its reader", e))?;
         Ok(Self {
-            writer,
+            writer: Some(writer),
             reader,
             fields,
             analyzer,
         })
     }
 
+    fn writer(&self) -> &IndexWriter {
+        self.writer.as_ref().expect("the writer lives until drop")
+    }
+
     /// Stages `slot` as holding `text` (or nothing): its old document goes, a new one comes.
     pub(super) fn stage(&self, slot: usize, text: Option<&str>) -> Result<()> {
-        self.writer
+        self.writer()
             .delete_term(Term::from_field_u64(self.fields.slot, slot as u64));
         let Some(text) = text else {
             return Ok(());
@@ -244,7 +261,7 @@ impl LexIndex {
         if terms.is_empty() {
             return Ok(());
         }
-        self.writer
+        self.writer()
             .add_document(
                 doc!(self.fields.slot => slot as u64, self.fields.terms => terms.join(" ")),
             )
@@ -255,7 +272,7 @@ impl LexIndex {
     /// Stages every live record of `state` with the slot it will have, dropping what the index
     /// held: `renumbered` maps live slots to dense ones (as compaction does).
     pub(super) fn stage_all(&self, state: &State, renumbered: bool) -> Result<()> {
-        self.writer
+        self.writer()
             .delete_all_documents()
             .map_err(|e| lex_err("clearing", e))?;
         for (i, slot) in state.live().enumerate() {
@@ -275,6 +292,8 @@ impl LexIndex {
         );
         let mut prepared = self
             .writer
+            .as_mut()
+            .expect("the writer lives until drop")
             .prepare_commit()
             .map_err(|e| lex_err("preparing a commit", e))?;
         prepared.set_payload(&payload);
@@ -292,6 +311,18 @@ impl LexIndex {
             fields: self.fields,
             analyzer: self.analyzer,
         })
+    }
+}
+
+impl Drop for LexIndex {
+    /// Waits for background merges: dropping a tantivy writer leaves them running, writing
+    /// into the folder after the store has closed (or while it is reopened).
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            if let Err(e) = writer.wait_merging_threads() {
+                tracing::warn!(error = %e, "lexical index: a background merge failed");
+            }
+        }
     }
 }
 

@@ -108,14 +108,23 @@ impl Collection {
                 hits
             }
             SearchMode::Hybrid => {
-                let v = req.arm(SearchMode::Vector, req.fusion.vector_depth_for(req.k));
-                let l = req.arm(SearchMode::Lexical, req.fusion.lexical_depth_for(req.k));
+                // The arms rank ids only: metadata and vectors are copied for the `k` winners
+                // alone, not for every candidate of both arms.
+                let bare = |mode, depth| SearchRequest {
+                    with_metadata: false,
+                    with_vector: false,
+                    ..req.arm(mode, depth)
+                };
+                let v = bare(SearchMode::Vector, req.fusion.vector_depth_for(req.k));
+                let l = bare(SearchMode::Lexical, req.fusion.lexical_depth_for(req.k));
                 // The arms are independent reads of one view: run them side by side.
                 let (vector, lexical) = rayon::join(
                     || self.search_vector(state, ann, &v, q, allowed),
                     || state.search_lexical(&l, allowed),
                 );
-                fuse(&req.fusion, vector, lexical?, req.k)
+                let mut hits = fuse(&req.fusion, vector, lexical?, req.k);
+                state.fill(&mut hits, req);
+                hits
             }
         })
     }

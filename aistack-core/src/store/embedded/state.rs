@@ -372,6 +372,20 @@ impl State {
         Ok(self.hits(req, scored))
     }
 
+    /// Copies the metadata and vectors `req` asks for into `hits` (found without them).
+    pub(super) fn fill(&self, hits: &mut [Hit], req: &SearchRequest) {
+        if !req.with_metadata && !req.with_vector {
+            return;
+        }
+        for h in hits {
+            let Some(&s) = self.slots.get(&h.id) else {
+                continue;
+            };
+            h.metadata = req.with_metadata.then(|| self.metadata[s].clone());
+            h.vector = req.with_vector.then(|| self.vector(s).to_vec());
+        }
+    }
+
     /// The best `k` of the scored slots as hits, best first.
     fn hits(&self, req: &SearchRequest, mut scored: Vec<(f32, usize)>) -> Vec<Hit> {
         let better = |a: &(f32, usize), b: &(f32, usize)| {
