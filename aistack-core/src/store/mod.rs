@@ -117,47 +117,38 @@ macro_rules! kernel {
 mod kernels {
     use super::LANES;
 
+    /// `Σ term(a[i], b[i])` over [`LANES`] running sums, added up in one fixed order. Inlined
+    /// into each kernel copy, so it is compiled with that copy's features.
+    #[inline(always)]
+    fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [0f32; LANES];
+        let mut ca = a.chunks_exact(LANES);
+        let mut cb = b.chunks_exact(LANES);
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for j in 0..LANES {
+                acc[j] += term(x[j], y[j]);
+            }
+        }
+        let mut s = 0f32;
+        for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+            s += term(*x, *y);
+        }
+        acc.iter().sum::<f32>() + s
+    }
+
     kernel! {
         /// The dot product of two equally long vectors.
         fn dot / dot_avx2 (a, b) {
-            let n = a.len().min(b.len());
-            let (a, b) = (&a[..n], &b[..n]);
-            let mut acc = [0f32; LANES];
-            let mut ca = a.chunks_exact(LANES);
-            let mut cb = b.chunks_exact(LANES);
-            for (x, y) in (&mut ca).zip(&mut cb) {
-                for j in 0..LANES {
-                    acc[j] += x[j] * y[j];
-                }
-            }
-            let mut s = 0f32;
-            for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-                s += x * y;
-            }
-            acc.iter().sum::<f32>() + s
+            lane_sum(a, b, |x, y| x * y)
         }
     }
 
     kernel! {
         /// The squared Euclidean distance of two equally long vectors.
         fn l2_squared / l2_squared_avx2 (a, b) {
-            let n = a.len().min(b.len());
-            let (a, b) = (&a[..n], &b[..n]);
-            let mut acc = [0f32; LANES];
-            let mut ca = a.chunks_exact(LANES);
-            let mut cb = b.chunks_exact(LANES);
-            for (x, y) in (&mut ca).zip(&mut cb) {
-                for j in 0..LANES {
-                    let d = x[j] - y[j];
-                    acc[j] += d * d;
-                }
-            }
-            let mut s = 0f32;
-            for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-                let d = x - y;
-                s += d * d;
-            }
-            acc.iter().sum::<f32>() + s
+            lane_sum(a, b, |x, y| (x - y) * (x - y))
         }
     }
 }

@@ -316,14 +316,14 @@ impl State {
             // their cache misses overlap the scoring of the ones before.
             Some(set) => {
                 const AHEAD: usize = 4;
-                let slots: Vec<usize> = set.iter().map(|s| s as usize).collect();
-                for &s in slots.iter().take(AHEAD) {
-                    prefetch(self.vector(s));
+                let mut ahead = set.iter();
+                for s in ahead.by_ref().take(AHEAD) {
+                    prefetch(self.vector(s as usize));
                 }
-                let mut out = Vec::with_capacity(slots.len());
-                for (i, &s) in slots.iter().enumerate() {
-                    if let Some(&next) = slots.get(i + AHEAD) {
-                        prefetch(self.vector(next));
+                let mut out = Vec::with_capacity(set.len() as usize);
+                for s in set.iter().map(|s| s as usize) {
+                    if let Some(next) = ahead.next() {
+                        prefetch(self.vector(next as usize));
                     }
                     let score = metric.score(query, self.vector(s));
                     if keep(&score) {
