@@ -119,6 +119,12 @@ pub struct ServerSettings {
     /// The name clients send as `model` (e.g. `all-MiniLM-L6-v2` for a local directory); the
     /// model's id and its last path part are always accepted too.
     pub model_name: Option<String>,
+    /// `Host` values `/mcp` accepts (a name, or `name:port`); the loopback names by default,
+    /// against DNS rebinding. A deployment reached by another name lists it here.
+    pub mcp_allowed_hosts: Vec<String>,
+    /// Browser `Origin`s `/mcp` accepts (`scheme://host:port`, `:*` for any port); empty
+    /// accepts requests with any or no `Origin` (the `Host` check still applies).
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -142,6 +148,8 @@ impl Default for ServerSettings {
             tls_key: None,
             shutdown_grace_ms: 10_000,
             model_name: None,
+            mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            mcp_allowed_origins: Vec::new(),
         }
     }
 }

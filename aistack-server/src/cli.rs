@@ -1,5 +1,5 @@
-//! The command line: `aistack serve | embed | ingest | search`, parsed with clap and run on one
-//! tokio runtime after the settings are loaded and logging is set up.
+//! The command line: `aistack serve | embed | ingest | search | mcp`, parsed with clap and run on
+//! one tokio runtime after the settings are loaded and logging is set up.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use aistack_core::config::Settings;
 use clap::{Parser, Subcommand};
 
-use crate::{embed_cmd, ingest_cmd, logging, serve};
+use crate::{embed_cmd, ingest_cmd, logging, mcp, serve};
 
 /// aistack: fast local embeddings and vector search.
 #[derive(Parser, Debug)]
@@ -33,6 +33,8 @@ pub enum Command {
     Ingest(ingest_cmd::IngestArgs),
     /// Search a collection by text; prints hits as JSON lines, best first.
     Search(ingest_cmd::SearchArgs),
+    /// Serve MCP (Model Context Protocol) tools and resources on stdio, for agents and IDEs.
+    Mcp(mcp::stdio::McpArgs),
 }
 
 /// Parses the process's arguments, runs the command and returns its exit status: 0, 1 for a
@@ -69,6 +71,7 @@ pub fn main() -> ExitCode {
             Command::Embed(args) => embed_cmd::run(args, settings).await,
             Command::Ingest(args) => ingest_cmd::ingest(args, settings).await,
             Command::Search(args) => ingest_cmd::search(args, settings).await,
+            Command::Mcp(args) => mcp::stdio::run(args, settings).await,
         }
     });
     match result {

@@ -1,4 +1,5 @@
-//! `aistack serve` end to end: the real binary on loopback with the real model, driven over HTTP.
+//! `aistack serve` (and `aistack mcp`) end to end: the real binary on loopback with the real model,
+//! driven over HTTP (and stdio).
 //! Only what needs the binary, real connections or the real model is here; the router's own
 //! behaviour (auth, error bodies, request ids, limits, metrics) is tested in-process in
 //! `router.rs`.
@@ -930,4 +931,147 @@ async fn the_gateway_answers_exactly_as_llama_cpp_does() {
     assert!(text.contains("context"), "{text}");
     let health: Value = json_of(c.get(format!("{}/health", s.base))).await;
     assert_eq!(health["upstreams"][0]["breaker"], "closed", "{health}");
+}
+
+/// The official MCP Python SDK over both transports with the real model: `/mcp` on this server
+/// (behind an API key) and `aistack mcp` on stdio.
+#[tokio::test]
+async fn the_mcp_python_sdk_works_over_http_and_stdio() {
+    let keys = tempfile::tempdir().unwrap();
+    let s = start(&model(), &[], &["--api-key-file", &key_file(keys.path())]);
+    let stdio_data = s._dir.path().join("stdio-data");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(format!("{}/mcp", s.base))
+        .arg(KEY)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_aistack"))
+        .args(["mcp", "--model", &model(), "--data-dir"])
+        .arg(&stdio_data)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "mcp_client.py failed (scripts/test installs the `mcp` package):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["no_key"], 401, "{v}");
+    assert_eq!(v["stdio"]["errors"], 8, "{v}");
+    // The stdio server wrote its collection to its own data directory and flushed it.
+    assert!(stdio_data.join("collections").join("mcp-stdio").is_dir());
+}
+
+/// stdout of `aistack mcp` carries protocol messages only, whatever it logs.
+#[test]
+fn aistack_mcp_writes_only_protocol_messages_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aistack"))
+        .args(["mcp", "--model", &model(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("AISTACK__LOG__LEVEL", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let requests = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "describe_collection", "arguments": {"collection": "none"}}}),
+    ];
+    for r in &requests {
+        writeln!(stdin, "{r}").unwrap();
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut replies = Vec::new();
+    while replies.len() < 3 {
+        let line = lines.next().expect("a reply").unwrap();
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout has a non-protocol line ({e}): {line}"));
+        assert_eq!(v["jsonrpc"], "2.0", "{line}");
+        replies.push(v);
+    }
+    // Requests are answered as they finish, not in order.
+    replies.sort_by_key(|v| v["id"].as_u64());
+    assert_eq!(replies[0]["result"]["serverInfo"]["name"], "aistack");
+    assert_eq!(replies[1]["result"]["tools"].as_array().unwrap().len(), 6);
+    assert_eq!(replies[2]["result"]["isError"], true);
+    assert_eq!(
+        replies[2]["result"]["structuredContent"]["error"]["code"],
+        "not_found"
+    );
+    // Closing stdin ends the session and the process, cleanly.
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("serving MCP on stdio"), "{log}");
+}
+
+/// The official MCP conformance suite (npm `@modelcontextprotocol/conformance`) against `/mcp`:
+/// every scenario passes except those listed, with reasons, in the baseline file.
+#[tokio::test]
+async fn the_mcp_conformance_suite_passes_against_mcp() {
+    let s = start(&model(), &[], &[]);
+    wait_ready(&s).await;
+    let ensure = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-mcp-conformance");
+    let out = Command::new(&ensure)
+        .output()
+        .expect("the install script runs");
+    assert!(
+        out.status.success(),
+        "installing the conformance suite failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp-conformance-baseline.yml");
+    let path = format!(
+        "{dir}/node_modules/.bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tokio::process::Command::new(format!("{dir}/node_modules/.bin/conformance"))
+        .current_dir(&dir)
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .args(["server", "--url", &format!("{}/mcp", s.base)])
+        .arg("--expected-failures")
+        .arg(&baseline)
+        .output()
+        .await
+        .expect("the conformance suite runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the conformance suite found failures beyond the baseline (or baseline entries that now \
+         pass):\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for generic in [
+        "server-initialize",
+        "ping",
+        "tools-list",
+        "resources-list",
+        "dns-rebinding-protection",
+    ] {
+        assert!(
+            report.contains(&format!("✓ {generic}:")),
+            "{generic} did not pass:\n{report}"
+        );
+    }
 }

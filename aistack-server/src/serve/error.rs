@@ -131,17 +131,18 @@ impl From<Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// Logs the error under a new error id and returns its body and retry hint: what an HTTP
+    /// response and an MCP tool error both carry.
+    pub fn into_body(self) -> (ErrorBody, Option<Duration>) {
         let error_id = uuid::Uuid::new_v4().simple().to_string();
         let status = self.status();
-        let detail = self.detail;
         if status.is_server_error() {
             tracing::error!(
                 error_id = %error_id,
                 status = status.as_u16(),
                 code = self.kind.code(),
-                detail = detail.as_deref().unwrap_or(&self.message),
+                detail = self.detail.as_deref().unwrap_or(&self.message),
                 "request failed"
             );
         } else {
@@ -160,12 +161,26 @@ impl IntoResponse for ApiError {
                 error_id,
             },
         };
+        (body, self.retry_after)
+    }
+}
+
+/// Whole seconds, rounded up, at least 1: a client must not come back before the time is up.
+pub fn retry_after_secs(after: Duration) -> u64 {
+    after.as_millis().div_ceil(1000).max(1) as u64
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (body, retry_after) = self.into_body();
         let mut resp = (status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
-        if let Some(after) = self.retry_after {
-            // Whole seconds, rounded up: a client must not come back before the time is up.
-            let secs = after.as_millis().div_ceil(1000).max(1) as u64;
-            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        if let Some(after) = retry_after {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(after)),
+            );
         }
         if status == StatusCode::UNAUTHORIZED {
             h.insert(

@@ -37,6 +37,19 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    tool: &'static str,
+    transport: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLatencyLabels {
+    tool: &'static str,
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NameLabels {
     name: String,
 }
@@ -417,6 +430,8 @@ pub struct Metrics {
     pub llm: LlmMetrics,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    tool_calls: Family<ToolLabels, Counter>,
+    tool_latency: Family<ToolLatencyLabels, Histogram, fn() -> Histogram>,
     collections: Gauge,
 }
 
@@ -438,6 +453,21 @@ impl Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        registry.register(
+            "mcp_tool_calls",
+            "MCP tool calls by tool, transport and outcome (`ok` or the error code)",
+            tool_calls.clone(),
+        );
+        let tool_latency =
+            Family::<ToolLatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "mcp_tool_call_duration_seconds",
+            "MCP tool call latency by tool and transport",
+            tool_latency.clone(),
+        );
         let collections = Gauge::default();
         registry.register(
             "store_collections",
@@ -451,8 +481,31 @@ impl Metrics {
             llm,
             requests,
             latency,
+            tool_calls,
+            tool_latency,
             collections,
         }
+    }
+
+    /// Records one MCP tool call; every label is one of a fixed set (tool names, `http` or
+    /// `stdio`, `ok` or an error code), so the series stay few.
+    pub fn observe_tool(
+        &self,
+        tool: &'static str,
+        transport: &'static str,
+        outcome: &'static str,
+        seconds: f64,
+    ) {
+        self.tool_calls
+            .get_or_create(&ToolLabels {
+                tool,
+                transport,
+                outcome,
+            })
+            .inc();
+        self.tool_latency
+            .get_or_create(&ToolLatencyLabels { tool, transport })
+            .observe(seconds);
     }
 
     fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use aistack_core::config::Settings;
 use aistack_core::embed::EmbeddingEngine;
 use aistack_core::resilience::{BreakerConfig, BreakerRegistry, RetryPolicy};
-use aistack_core::store::{ResilientStore, VectorStore};
+use aistack_core::store::{OpenedStore, ResilientStore, VectorStore};
 use aistack_core::{Error, Result};
 use clap::Args;
 
@@ -49,7 +49,8 @@ pub struct ServeArgs {
     store: StoreArgs,
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -69,6 +70,40 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+/// Starts the engine (it loads in the background), opens the store the flags name (behind retry
+/// and a breaker when it is shared) and builds the state every route and MCP tool shares.
+pub async fn open_app(
+    store_args: &StoreArgs,
+    settings: &Settings,
+) -> Result<(Arc<AppState>, OpenedStore)> {
+    let engine = EmbeddingEngine::start(settings.embed.clone(), settings.cache.clone());
+    let breakers = Arc::new(BreakerRegistry::new());
+    let store_config = store_args.config()?;
+    let shared = store_config.is_shared();
+    let opened = store_config.open().await?;
+    let store: Arc<dyn VectorStore> = if shared {
+        let breaker = breakers.get_or_create(
+            &format!("store.{}", opened.store.backend()),
+            &BreakerConfig::from_settings(&settings.resilience),
+        )?;
+        Arc::new(ResilientStore::new(
+            opened.store.clone(),
+            RetryPolicy::from_settings(&settings.resilience),
+            breaker,
+        ))
+    } else {
+        opened.store.clone()
+    };
+    let state = Arc::new(AppState::new(
+        engine,
+        store,
+        breakers,
+        settings.clone(),
+        shared,
+    )?);
+    Ok((state, opened))
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -102,31 +137,7 @@ pub async fn run(args: ServeArgs, mut settings: Settings) -> Result<()> {
         tracing::warn!(bind = %s.bind, "listening beyond loopback without API keys: anyone who can reach this address can use the API");
     }
 
-    let engine = EmbeddingEngine::start(settings.embed.clone(), settings.cache.clone());
-    let breakers = Arc::new(BreakerRegistry::new());
-    let store_config = args.store.config()?;
-    let shared = store_config.is_shared();
-    let opened = store_config.open().await?;
-    let store: Arc<dyn VectorStore> = if shared {
-        let breaker = breakers.get_or_create(
-            &format!("store.{}", opened.store.backend()),
-            &BreakerConfig::from_settings(&settings.resilience),
-        )?;
-        Arc::new(ResilientStore::new(
-            opened.store.clone(),
-            RetryPolicy::from_settings(&settings.resilience),
-            breaker,
-        ))
-    } else {
-        opened.store.clone()
-    };
-    let state = Arc::new(AppState::new(
-        engine,
-        store,
-        breakers,
-        settings.clone(),
-        shared,
-    )?);
+    let (state, opened) = open_app(&args.store, &settings).await?;
     // Upstream readiness is known before the first request, and kept current without traffic.
     let probes = state.gateway.spawn_probes();
     let router = router(state.clone(), keys);

@@ -152,7 +152,9 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
     let guarded = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(shed_or_timeout))
         .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(s.max_concurrent_requests))
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+            app.api_slots.clone(),
+        ))
         .timeout(Duration::from_millis(s.request_timeout_ms));
     let api = Router::new()
         .route("/v1/embeddings", post(openai::embeddings))
@@ -192,6 +194,9 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
             get(move || ops::openapi_json(document.clone())),
         )
         .route("/docs", get(ops::docs));
+    // MCP over streamable HTTP: its tool calls take the API's request slots and deadline
+    // themselves, so an overload or a timeout is a tool error, not a protocol failure.
+    let mcp = Router::new().route_service("/mcp", crate::mcp::http_service(app.clone()));
     let require = RequireKey::new(keys, public_paths(&app));
     // Outermost first: each request passes these top to bottom, its response bottom to top.
     let layers = ServiceBuilder::new()
@@ -214,6 +219,7 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
         .layer(ValidateRequestHeaderLayer::custom(require))
         .layer(DefaultBodyLimit::max(s.max_body_bytes));
     api.merge(chat)
+        .merge(mcp)
         .merge(ops)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

@@ -9,7 +9,7 @@ use aistack_core::llm::{Gateway, Retriever};
 use aistack_core::resilience::BreakerRegistry;
 use aistack_core::store::VectorStore;
 use aistack_core::Result;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::metrics::{LiveSources, Metrics};
 use aistack_core::config::Settings;
@@ -32,6 +32,9 @@ pub struct AppState {
     pub model_names: Vec<String>,
     /// The chat gateway (no routes unless `[llm]` configures some).
     pub gateway: Arc<Gateway>,
+    /// The API's request slots (`server.max_concurrent_requests`), shared by the HTTP routes and
+    /// MCP tool calls: a request that finds none free is refused as overloaded.
+    pub api_slots: Arc<Semaphore>,
     ingestor: Arc<OnceCell<Arc<Ingestor>>>,
 }
 
@@ -65,7 +68,9 @@ impl AppState {
             engine.model_spec(),
             settings.server.model_name.as_deref(),
         );
+        let api_slots = Arc::new(Semaphore::new(settings.server.max_concurrent_requests));
         Ok(Self {
+            api_slots,
             model_names,
             engine,
             store,
