@@ -87,7 +87,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Deadline for a whole request, in milliseconds.
     pub request_timeout_ms: u64,
-    /// Deadline for reading a request's headers, in milliseconds (against slowloris clients).
+    /// How long a connection may go without a request in flight, in milliseconds: from being
+    /// accepted to its first complete request headers, and from a response to the next request
+    /// (against silent, idle and slowloris clients).
     pub header_read_timeout_ms: u64,
     /// Deadline for a TLS handshake, in milliseconds.
     pub tls_handshake_timeout_ms: u64,

@@ -85,6 +85,11 @@ error_kinds! {
     UnsupportedMediaType => "unsupported_media_type", 415, 0, "InvalidInput", true;
     /// The route does not accept the request's method (HTTP only).
     MethodNotAllowed => "method_not_allowed", 405, 0, "InvalidInput", true;
+    /// The request names a host or comes from a browser origin the server does not accept
+    /// (HTTP only: `/mcp`'s DNS-rebinding check).
+    Forbidden => "forbidden", 403, 0, "AistackError", true;
+    /// The client does not accept a content type the route answers with (HTTP only).
+    NotAcceptable => "not_acceptable", 406, 0, "InvalidInput", true;
 }
 
 impl ErrorKind {

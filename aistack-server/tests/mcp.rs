@@ -243,7 +243,12 @@ async fn tools_store_search_and_delete_through_the_api_handlers() {
 
 #[tokio::test]
 async fn bad_input_is_a_tool_error_with_the_api_code() {
-    let app = app(|s| s.server.max_search_k = 20).await;
+    let app = app(|s| {
+        s.server.max_search_k = 20;
+        s.server.max_documents_per_request = 2;
+        s.server.max_document_chars = 100;
+    })
+    .await;
     tool(
         &app,
         "add_documents",
@@ -315,6 +320,17 @@ async fn bad_input_is_a_tool_error_with_the_api_code() {
         (
             "add_documents",
             json!({"collection": "docs", "documents": [{"id": "b", "text": "  "}]}),
+            "invalid_input",
+        ),
+        (
+            "add_documents",
+            json!({"collection": "docs", "documents": [
+            {"id": "b", "text": "x"}, {"id": "c", "text": "y"}, {"id": "d", "text": "z"}]}),
+            "invalid_input",
+        ),
+        (
+            "add_documents",
+            json!({"collection": "docs", "documents": [{"id": "b", "text": "x".repeat(101)}]}),
             "invalid_input",
         ),
         ("embed", json!({"texts": []}), "invalid_input"),
@@ -410,7 +426,7 @@ async fn mcp_takes_the_api_key_and_refuses_foreign_hosts() {
     req.headers_mut()
         .insert("host", "evil.example.com".parse().unwrap());
     let r = send(&app, req).await;
-    assert_eq!(r.status.as_u16(), 403, "{}", r.text());
+    assert_eq!(r.error_code(403), "forbidden");
     // A deployment reached by its own name lists it.
     let named = app_with(
         |s| s.server.mcp_allowed_hosts = vec!["search.internal".into()],
@@ -423,4 +439,54 @@ async fn mcp_takes_the_api_key_and_refuses_foreign_hosts() {
         .insert("host", "search.internal:8443".parse().unwrap());
     let r = send(&named, req).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn refusals_of_the_transport_have_the_one_error_shape() {
+    let app = app(|s| s.server.max_body_bytes = 4096).await;
+    // A body over the limit, declared or chunked.
+    let big =
+        json!({"name": "search", "arguments": {"collection": "c", "query": "x".repeat(5000)}});
+    let mut declared = rpc("tools/call", big.clone(), None);
+    let len = big.to_string().len() + 60;
+    declared
+        .headers_mut()
+        .insert("content-length", len.to_string().parse().unwrap());
+    let r = send(&app, declared).await;
+    assert_eq!(r.error_code(413), "payload_too_large");
+    assert!(r.text().contains("server.max_body_bytes"), "{}", r.text());
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": big}).to_string();
+    let chunks = futures::stream::iter(
+        body.into_bytes()
+            .chunks(1000)
+            .map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let mut req = rpc("tools/list", json!({}), None);
+    *req.body_mut() = Body::from_stream(chunks);
+    let r = send(&app, req).await;
+    assert_eq!(r.error_code(413), "payload_too_large");
+    // A client that takes neither JSON nor event streams, and a body that is not JSON.
+    let mut req = rpc("tools/list", json!({}), None);
+    req.headers_mut()
+        .insert("accept", "text/html".parse().unwrap());
+    assert_eq!(send(&app, req).await.error_code(406), "not_acceptable");
+    let mut req = rpc("tools/list", json!({}), None);
+    req.headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    assert_eq!(
+        send(&app, req).await.error_code(415),
+        "unsupported_media_type"
+    );
+    // A JSON body that is no JSON-RPC message is bad input.
+    let mut req = rpc("tools/list", json!({}), None);
+    *req.body_mut() = Body::from("{not json");
+    assert_eq!(send(&app, req).await.error_code(400), "invalid_input");
+    // GET opens no event stream on a stateless endpoint: 405, saying what is allowed.
+    let mut req = rpc("tools/list", json!({}), None);
+    *req.method_mut() = Method::GET;
+    *req.body_mut() = Body::empty();
+    let r = send(&app, req).await;
+    assert_eq!(r.error_code(405), "method_not_allowed");
 }

@@ -361,15 +361,33 @@ async fn a_full_server_sheds_with_429_and_a_slow_request_times_out_with_504() {
     })
     .await;
     // The first request holds the only slot: its body never finishes.
-    let held = tokio::spawn(a.router.clone().oneshot(never_ending("/v1/embeddings")));
+    let mut holder = never_ending("/v1/embeddings");
+    holder
+        .headers_mut()
+        .insert("transfer-encoding", "chunked".parse().unwrap());
+    let held = tokio::spawn(a.router.clone().oneshot(holder));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let r = send(&a, post_json("/v1/embeddings", json!({"input": "x"}))).await;
+    let mut shed = post_json("/v1/embeddings", json!({"input": "x"}));
+    shed.headers_mut()
+        .insert("content-length", "13".parse().unwrap());
+    let r = send(&a, shed).await;
     assert_eq!(r.error_code(429), "overloaded");
     assert_eq!(r.headers["retry-after"], "1");
+    // Shed before its body was read: the client is told the connection will not be reused.
+    assert_eq!(r.headers["connection"], "close");
+    // A bodiless request shed keeps its connection.
+    let r = send(&a, get("/v1/collections")).await;
+    assert_eq!(r.error_code(429), "overloaded");
+    assert!(r.headers.get("connection").is_none());
     // The held request runs out of time: the core's Timeout kind, 504, without Retry-After.
     let resp = held.await.unwrap().unwrap();
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(resp.headers().get("retry-after").is_none());
+    assert_eq!(
+        resp.headers()["connection"],
+        "close",
+        "its body never finished"
+    );
     let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await
         .unwrap();
@@ -596,4 +614,50 @@ async fn lexical_and_hybrid_search_over_http() {
     let hits = search(json!({"query": "cats purr"})).await;
     assert_eq!(hits[0]["document_id"], "pets");
     assert_eq!(hits[0]["vector_rank"], 1);
+}
+
+#[tokio::test]
+async fn errors_echo_at_most_64_characters_of_any_input() {
+    let a = app(|_| {}).await;
+    let r = send(&a, post_json("/v1/collections", json!({"name": "docs"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let huge = "m".repeat(65_536);
+    let long = "n".repeat(300);
+    let cases = [
+        post_json("/v1/embeddings", json!({"input": "x", "model": huge})),
+        post_json("/v1/collections", json!({"name": long})),
+        post_json(
+            "/v1/collections/docs/search",
+            json!({"query": "x", "mode": huge}),
+        ),
+        post_json(
+            "/v1/collections/docs/search",
+            json!({"query": "x", huge.as_str(): 1}),
+        ),
+        post_json(
+            "/v1/collections/docs/search",
+            json!({"query": "x", "filter": {huge.as_str(): {"$bogus": 1}}}),
+        ),
+        post_json(
+            "/v1/collections/docs/documents",
+            json!({"documents": [{"id": huge, "text": "x"}]}),
+        ),
+        req(Method::DELETE, &format!("/v1/collections/{long}"))
+            .body(Body::empty())
+            .unwrap(),
+    ];
+    for request in cases {
+        let r = send(&a, request).await;
+        assert!(r.status.is_client_error(), "{}", r.text());
+        r.error_code(r.status.as_u16());
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        for c in ['m', 'n'] {
+            assert!(
+                !message.contains(&c.to_string().repeat(65)),
+                "{} characters of input echoed: {message}",
+                message.len()
+            );
+        }
+        assert!(message.len() < 1200, "{}", message.len());
+    }
 }

@@ -23,6 +23,8 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     base: String,
+    /// Every log line after "listening".
+    log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -73,11 +75,18 @@ fn start(model: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        while let Ok(line) = rx.recv() {
+            kept.lock().unwrap().push(line);
+        }
+    });
     Server {
         child,
         addr,
         base: format!("http://{addr}"),
+        log,
         _dir: dir,
     }
 }
@@ -143,6 +152,9 @@ async fn health_is_503_while_the_model_cannot_load() {
         "{v}"
     );
     assert_eq!(v["store"]["status"], "ok");
+    // Public, so it names the model and shows no server path.
+    assert_eq!(v["model"]["id"], "unnamed", "{v}");
+    assert!(!v.to_string().contains("/nonexistent"), "{v}");
     // Embedding before the model is ready: 503 JSON with Retry-After, not a hang.
     let r = c
         .post(format!("{}/v1/embeddings", s.base))
@@ -152,6 +164,19 @@ async fn health_is_503_while_the_model_cannot_load() {
         .unwrap();
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(error_code(r, 503).await, "unavailable");
+    // An expected state is not an error: no request here was logged at ERROR (the failed load
+    // itself is).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = s.log.lock().unwrap();
+    let errors: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains(r#""level":"ERROR""#) && l.contains(r#""name":"request""#))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("request not served")),
+        "the 503 is logged at WARN: {log:#?}"
+    );
 }
 
 #[tokio::test]
@@ -418,6 +443,130 @@ fn a_trickling_client_is_cut_off_by_the_header_timeout() {
     }
     assert!(closed, "the connection stayed open while headers trickled");
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// Reads until the server closes the connection; returns what came and when the close came.
+fn read_until_closed(sock: &mut TcpStream) -> (String, Instant) {
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), Instant::now())
+}
+
+#[test]
+fn silent_and_idle_connections_are_closed_on_time_and_free_their_slots() {
+    let s = start(
+        "/nonexistent",
+        &[
+            ("AISTACK__SERVER__HEADER_READ_TIMEOUT_MS", "1000"),
+            ("AISTACK__SERVER__MAX_CONNECTIONS", "2"),
+            ("AISTACK__EMBED__LOAD_ATTEMPTS", "1"),
+        ],
+        &[],
+    );
+    // Two connections that never send a byte take both slots...
+    let opened = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
+    // ...and a third client waits in the backlog until the server closes them.
+    let waiting = std::thread::spawn({
+        let addr = s.addr;
+        move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            read_until_closed(&mut c).0
+        }
+    });
+    for sock in &mut silent {
+        let (got, closed) = read_until_closed(sock);
+        assert!(got.is_empty(), "{got}");
+        let after = closed - opened;
+        assert!(
+            after >= Duration::from_millis(950) && after < Duration::from_millis(2500),
+            "a silent connection was closed after {after:?}, with the timeout at 1 s"
+        );
+    }
+    let answer = waiting.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+
+    // A keep-alive connection that goes quiet after a request is closed as long after it.
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 8192];
+    let n = c.read(&mut buf).unwrap();
+    let answered = Instant::now();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 503"));
+    let (rest, closed) = read_until_closed(&mut c);
+    let after = closed - answered;
+    assert!(
+        after >= Duration::from_millis(950) && after < Duration::from_millis(2500),
+        "an idle connection was closed after {after:?} ({rest:?}), with the timeout at 1 s"
+    );
+}
+
+#[test]
+fn a_request_shed_while_its_body_arrives_is_answered_with_connection_close() {
+    let s = start(
+        "/nonexistent",
+        &[
+            ("AISTACK__SERVER__MAX_CONCURRENT_REQUESTS", "1"),
+            ("AISTACK__SERVER__REQUEST_TIMEOUT_MS", "5000"),
+            ("AISTACK__EMBED__LOAD_ATTEMPTS", "1"),
+        ],
+        &[],
+    );
+    let head = |len: usize| {
+        format!(
+            "POST /v1/collections HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {len}\r\n\r\n"
+        )
+    };
+    // The only slot is held by a request whose body is still coming.
+    let mut holder = TcpStream::connect(s.addr).unwrap();
+    holder.write_all(head(100).as_bytes()).unwrap();
+    holder.write_all(b"{\"name\"").unwrap();
+    // Wait until it holds the slot: a bodiless API request is shed then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut probe = TcpStream::connect(s.addr).unwrap();
+        probe
+            .write_all(b"GET /v1/collections HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let (answer, _) = read_until_closed(&mut probe);
+        if answer.starts_with("HTTP/1.1 429") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot was never taken: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Another, shed with most of its body unsent: the answer says the connection closes, and
+    // it does, so a client never writes the rest into a dead socket.
+    let mut shed = TcpStream::connect(s.addr).unwrap();
+    shed.write_all(head(60).as_bytes()).unwrap();
+    shed.write_all(b"{\"name\": \"a\"").unwrap();
+    let (answer, _) = read_until_closed(&mut shed);
+    let lower = answer.to_ascii_lowercase();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(lower.contains("\r\nretry-after: 1\r\n"), "{answer}");
+    assert!(answer.contains("\"overloaded\""), "{answer}");
+    drop(holder);
 }
 
 #[tokio::test]

@@ -102,7 +102,10 @@ impl EmbeddingEngine {
                         );
                         Slot::Ready(Arc::new(e))
                     }
-                    Err(e) => Slot::Failed(e.chain()),
+                    Err(e) => {
+                        tracing::error!(model = %settings.model, error = %e.chain(), "embedding model failed to start");
+                        Slot::Failed(e.chain())
+                    }
                 },
                 Err(e) => {
                     tracing::error!(model = %settings.model, error = %e.chain(), "embedding model failed to load");

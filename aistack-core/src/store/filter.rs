@@ -215,7 +215,7 @@ fn parse(v: &Value, depth: usize) -> Result<Filter> {
         let f = match key.as_str() {
             "$and" | "$or" => {
                 let Value::Array(items) = val else {
-                    return Err(Error::invalid(format!("{key} takes an array of filters")));
+                    return Err(Error::invalid(format!("{key:?} takes an array of filters")));
                 };
                 let subs = items
                     .iter()
@@ -230,7 +230,7 @@ fn parse(v: &Value, depth: usize) -> Result<Filter> {
             "$not" => Filter::Not(Box::new(parse(val, depth + 1)?)),
             k if k.starts_with('$') => {
                 return Err(Error::invalid(format!(
-                    "unknown filter operator {k} (known: $and $or $not, and on fields $eq $ne $in $nin $gt $gte $lt $lte $exists)"
+                    "unknown filter operator {k:?} (known: $and $or $not, and on fields $eq $ne $in $nin $gt $gte $lt $lte $exists)"
                 )))
             }
             field => {
@@ -251,17 +251,17 @@ fn parse_field(field: &str, val: &Value) -> Result<Filter> {
     let Value::Object(ops) = val else {
         return Ok(Filter::Eq(
             field.to_string(),
-            Scalar::from_json(val, &format!("filter on {field}"))?,
+            Scalar::from_json(val, &format!("filter on {field:?}"))?,
         ));
     };
     if ops.is_empty() {
         return Err(Error::invalid(format!(
-            "filter on {field}: empty operator object"
+            "filter on {field:?}: empty operator object"
         )));
     }
     let mut parts = Vec::with_capacity(ops.len());
     for (op, arg) in ops {
-        let ctx = format!("filter {op} on {field}");
+        let ctx = format!("filter {op:?} on {field:?}");
         let f = field.to_string();
         parts.push(match op.as_str() {
             "$eq" => Filter::Eq(f, Scalar::from_json(arg, &ctx)?),
@@ -299,7 +299,7 @@ fn parse_field(field: &str, val: &Value) -> Result<Filter> {
             },
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown filter operator {other} on {field} (known: $eq $ne $in $nin $gt $gte $lt $lte $exists)"
+                    "unknown filter operator {other:?} on {field:?} (known: $eq $ne $in $nin $gt $gte $lt $lte $exists)"
                 )))
             }
         });
@@ -377,9 +377,9 @@ mod tests {
         for (q, want) in [
             (
                 json!({"lang": {"$regex": "e.*"}}),
-                "unknown filter operator $regex",
+                "unknown filter operator \"$regex\"",
             ),
-            (json!({"$nor": []}), "unknown filter operator $nor"),
+            (json!({"$nor": []}), "unknown filter operator \"$nor\""),
             (json!({"year": {"$gt": "2020"}}), "takes a number"),
             (json!({"year": {"$in": 5}}), "takes an array"),
             (

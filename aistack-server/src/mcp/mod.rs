@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aistack_core::ErrorKind;
+use axum::extract::State;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
     Implementation, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
@@ -273,6 +274,77 @@ impl ServerHandler for McpServer {
         ])
         .into())
     }
+}
+
+/// Middleware of `/mcp`: a body declared larger than `server.max_body_bytes` gets the API's 413
+/// before the MCP service reads it, and the service's own plain-text refusals (a foreign `Host`,
+/// a wrong `Accept`, a body that is not a JSON-RPC message, a chunked body over the limit) become
+/// the API's one JSON error shape. JSON-RPC answers, errors included, pass unchanged.
+pub async fn json_errors(
+    State(max_body): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        return ApiError::too_large().into_response();
+    }
+    let sent_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    // The MCP service's own explanation, bounded (it may quote a header).
+    let body = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+    let text = text.trim().to_string();
+    if status.is_server_error() {
+        let cause = std::io::Error::other(text);
+        return ApiError::from(aistack_core::Error::internal(
+            "the MCP service failed",
+            cause,
+        ))
+        .into_response();
+    }
+    let kind = match status.as_u16() {
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        405 => ErrorKind::MethodNotAllowed,
+        406 => ErrorKind::NotAcceptable,
+        413 => return ApiError::too_large().into_response(),
+        // A JSON body that is no JSON-RPC message is bad input, not a wrong media type.
+        415 if !sent_json => ErrorKind::UnsupportedMediaType,
+        _ => ErrorKind::InvalidInput,
+    };
+    let message = if text.is_empty() {
+        format!("the MCP endpoint refused the request ({status})")
+    } else {
+        format!("the MCP endpoint refused the request: {text}")
+    };
+    let mut resp = ApiError::new(kind, message).into_response();
+    if let Some(allow) = allow {
+        resp.headers_mut().insert(header::ALLOW, allow);
+    }
+    resp
 }
 
 /// The `/mcp` service of `aistack serve`: streamable HTTP, stateless (any instance behind a load

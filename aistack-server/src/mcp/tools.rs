@@ -289,14 +289,18 @@ pub async fn call(
             let r = openai::embeddings(State(app.clone()), ApiJson(req))
                 .await?
                 .0;
-            let embeddings: Vec<Vec<f32>> = r
+            // The request asks for floats, so base64 never comes back.
+            let embeddings = r
                 .data
                 .into_iter()
                 .map(|d| match d.embedding {
-                    Embedding::Float(v) => v,
-                    Embedding::Base64(_) => Vec::new(),
+                    Embedding::Float(v) => Ok(v),
+                    Embedding::Base64(_) => Err(ApiError::from(aistack_core::Error::internal(
+                        "the embeddings route answered base64 to a float request",
+                        std::io::Error::other("unexpected encoding"),
+                    ))),
                 })
-                .collect();
+                .collect::<Result<Vec<Vec<f32>>, ApiError>>()?;
             let out = EmbedResult {
                 dimensions: embeddings.first().map_or(0, Vec::len),
                 model: r.model,

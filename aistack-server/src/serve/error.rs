@@ -38,6 +38,8 @@ pub struct ApiError {
     retry_after: Option<Duration>,
     /// The full source chain, for the log only.
     detail: Option<String>,
+    /// Whether the response must close the connection (the request's body may be unread).
+    close: bool,
 }
 
 impl ApiError {
@@ -45,10 +47,18 @@ impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: bound_echoes(&message.into()),
             retry_after: kind.retry_hint(),
             detail: None,
+            close: false,
         }
+    }
+
+    /// The same error, answered with `Connection: close`: for a request refused before (or
+    /// while) its body was read, so a client never reuses a connection the server drops.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// A 400 `invalid_input`.
@@ -117,7 +127,7 @@ impl From<Error> for ApiError {
         let kind = e.kind();
         let message = if kind.shows_message() {
             // The top-level message only: sources may carry backend text.
-            e.to_string()
+            bound_echoes(&e.to_string())
         } else {
             "internal error; the server log has the details under this error_id".to_string()
         };
@@ -127,6 +137,7 @@ impl From<Error> for ApiError {
             message,
             retry_after: e.retry_after(),
             detail: Some(e.chain()),
+            close: false,
         }
     }
 }
@@ -137,13 +148,24 @@ impl ApiError {
     pub fn into_body(self) -> (ErrorBody, Option<Duration>) {
         let error_id = uuid::Uuid::new_v4().simple().to_string();
         let status = self.status();
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(
                 error_id = %error_id,
                 status = status.as_u16(),
                 code = self.kind.code(),
                 detail = self.detail.as_deref().unwrap_or(&self.message),
                 "request failed"
+            );
+        } else if status.is_server_error() {
+            // A dependency not ready, an upstream down, a deadline: expected states of a
+            // server, worth a warning, not an error.
+            tracing::warn!(
+                error_id = %error_id,
+                status = status.as_u16(),
+                code = self.kind.code(),
+                message = %self.message,
+                detail = self.detail.as_deref().unwrap_or(&self.message),
+                "request not served"
             );
         } else {
             tracing::info!(
@@ -165,6 +187,79 @@ impl ApiError {
     }
 }
 
+/// Most characters of a client's input an error message repeats.
+pub const MAX_ECHO_CHARS: usize = 64;
+/// Most characters of any error message.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// The message with every quoted part (`"..."` as `{:?}` writes it, or `` `...` `` as serde
+/// writes it) and every unbroken run of other characters (a JSON path, say) cut to
+/// [`MAX_ECHO_CHARS`], and the whole to [`MAX_MESSAGE_CHARS`]: an error names what was wrong
+/// without sending a client's huge input back.
+pub fn bound_echoes(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE_CHARS + 8));
+    let mut chars = message.chars();
+    // Characters in a row outside quotes without a space, and whether the run was cut.
+    let mut run = 0;
+    let mut cut = false;
+    while let Some(c) = chars.next() {
+        let quote = c == '"' || c == '`';
+        if quote || c.is_whitespace() {
+            if cut {
+                out.push('…');
+            }
+            run = 0;
+            cut = false;
+            out.push(c);
+            if quote {
+                copy_quoted(&mut chars, c, &mut out);
+            }
+            continue;
+        }
+        run += 1;
+        if run <= MAX_ECHO_CHARS {
+            out.push(c);
+        } else {
+            cut = true;
+        }
+    }
+    if cut {
+        out.push('…');
+    }
+    if out.chars().count() > MAX_MESSAGE_CHARS {
+        out = out.chars().take(MAX_MESSAGE_CHARS - 1).collect();
+        out.push('…');
+    }
+    out
+}
+
+/// Copies a quoted part up to its closing `quote` (kept), cut to [`MAX_ECHO_CHARS`]; a `"`
+/// escaped as `\"` inside a `{:?}` string does not close it.
+fn copy_quoted(chars: &mut std::str::Chars<'_>, quote: char, out: &mut String) {
+    let mut kept = 0;
+    let mut cut = false;
+    let mut escaped = false;
+    for q in chars.by_ref() {
+        if q == quote && !escaped {
+            if cut {
+                out.push('…');
+            }
+            out.push(q);
+            return;
+        }
+        escaped = quote == '"' && q == '\\' && !escaped;
+        if kept < MAX_ECHO_CHARS {
+            out.push(q);
+            kept += 1;
+        } else {
+            cut = true;
+        }
+    }
+    if cut {
+        out.push('…');
+    }
+}
+
 /// Whole seconds, rounded up, at least 1: a client must not come back before the time is up.
 pub fn retry_after_secs(after: Duration) -> u64 {
     after.as_millis().div_ceil(1000).max(1) as u64
@@ -173,6 +268,7 @@ pub fn retry_after_secs(after: Duration) -> u64 {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let close = self.close;
         let (body, retry_after) = self.into_body();
         let mut resp = (status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
@@ -181,6 +277,9 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs(after)),
             );
+        }
+        if close {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             h.insert(
@@ -290,6 +389,49 @@ mod tests {
                 assert!(!api.message.contains("secret"), "{}", api.message);
             }
         }
+    }
+
+    #[test]
+    fn errors_echo_at_most_64_characters_of_any_input() {
+        let huge = "m".repeat(65_536);
+        let e = ApiError::new(
+            ErrorKind::NotFound,
+            format!("model {huge:?} is not served here; this server serves \"mini\""),
+        );
+        assert!(e.message.len() < 200, "{}", e.message.len());
+        assert!(e.message.contains(&"m".repeat(64)));
+        assert!(!e.message.contains(&"m".repeat(65)));
+        assert!(e.message.ends_with("serves \"mini\""), "{}", e.message);
+        let name = "n".repeat(300);
+        let e = ApiError::from(Error::invalid(format!(
+            "unknown variant `{name}`, expected one of `vector`, `lexical`"
+        )));
+        assert!(!e.message.contains(&"n".repeat(65)), "{}", e.message);
+        assert!(
+            e.message.contains("`, expected one of `vector`"),
+            "{}",
+            e.message
+        );
+        // Escaped quotes inside a quoted part do not end it.
+        let tricky = format!("{:?}", format!("a\"b{}", "x".repeat(100)));
+        let e = ApiError::invalid(format!("bad id {tricky}; fix it"));
+        assert!(e.message.ends_with("…\"; fix it"), "{}", e.message);
+        // Unquoted and unterminated input is bounded as a whole.
+        let e = ApiError::invalid(format!("bad \"{}", "y".repeat(5000)));
+        assert!(e.message.chars().count() <= 80, "{}", e.message);
+        let e = ApiError::invalid(format!("shape: {}: unknown field", "z".repeat(5000)));
+        assert_eq!(
+            e.message,
+            format!("shape: {}… unknown field", "z".repeat(64))
+        );
+        let words = "word ".repeat(1000);
+        let e = ApiError::invalid(words);
+        assert_eq!(e.message.chars().count(), MAX_MESSAGE_CHARS);
+        // Short messages are unchanged.
+        assert_eq!(
+            ApiError::invalid("k must be 1 to 1000, got \"0\"").message,
+            "k must be 1 to 1000, got \"0\""
+        );
     }
 
     #[test]

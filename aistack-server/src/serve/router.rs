@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::Response as HttpResponse;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -17,7 +17,7 @@ use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, OnResponse, TraceLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -53,11 +53,20 @@ fn drop_malformed_request_id(mut req: Request) -> Request {
     req
 }
 
-async fn shed_or_timeout(err: BoxError) -> ApiError {
+/// A request with a body that is shed or cut off by the API's layers may still have body bytes
+/// on the wire that no one reads: the answer closes the connection and says so
+/// (`Connection: close`). A bodiless request keeps its connection.
+async fn shed_or_timeout(headers: HeaderMap, err: BoxError) -> ApiError {
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let close = |e: ApiError| if has_body { e.closing() } else { e };
     if err.is::<tower::timeout::error::Elapsed>() {
-        ApiError::request_timeout()
+        close(ApiError::request_timeout())
     } else if err.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::overloaded()
+        close(ApiError::overloaded())
     } else {
         aistack_core::Error::internal("the request pipeline failed", err).into()
     }
@@ -196,7 +205,12 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
         .route("/docs", get(ops::docs));
     // MCP over streamable HTTP: its tool calls take the API's request slots and deadline
     // themselves, so an overload or a timeout is a tool error, not a protocol failure.
-    let mcp = Router::new().route_service("/mcp", crate::mcp::http_service(app.clone()));
+    let mcp = Router::new()
+        .route_service("/mcp", crate::mcp::http_service(app.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(
+            s.max_body_bytes,
+            crate::mcp::json_errors,
+        ));
     let require = RequireKey::new(keys, public_paths(&app));
     // Outermost first: each request passes these top to bottom, its response bottom to top.
     let layers = ServiceBuilder::new()
@@ -210,7 +224,9 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(RecordStatus(DefaultOnResponse::new().level(Level::INFO))),
+                .on_response(RecordStatus(DefaultOnResponse::new().level(Level::INFO)))
+                // Errors are logged once, by `ApiError`, at the level their kind deserves.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(axum::middleware::from_fn_with_state(
             app.metrics.clone(),

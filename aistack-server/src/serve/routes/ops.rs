@@ -17,10 +17,15 @@ use crate::serve::types::ops::{Health, ModelHealth, StoreHealth};
 #[utoipa::path(get, path = "/health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(app): State<Arc<AppState>>) -> Response {
+    // `/health` is public by default: it names the model and never shows a server path (a
+    // model directory, a failed load's cause). The log has the cause.
     let (state, reason) = match app.engine.state() {
         ModelState::Loading => ("loading", None),
         ModelState::Ready => ("ready", None),
-        ModelState::Failed(r) => ("failed", Some(r)),
+        ModelState::Failed(_) => (
+            "failed",
+            Some("the model could not be loaded; the server log has the cause".to_string()),
+        ),
     };
     let dims = app.engine.embedder().ok().map(|e| e.info().dims);
     let probe = tokio::time::timeout(Duration::from_secs(2), app.store.list_collections()).await;
@@ -35,7 +40,11 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
         model: ModelHealth {
             state: state.to_string(),
             reason,
-            id: app.engine.model_spec().to_string(),
+            id: app
+                .model_names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "unnamed".to_string()),
             dims,
         },
         store: StoreHealth {

@@ -13,7 +13,7 @@ pub struct ModelHealth {
     /// Why loading failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The model as configured.
+    /// The model's name (what clients send as `model`), never a server path.
     pub id: String,
     /// Embedding dimensions, once loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
