@@ -8,11 +8,11 @@
 //! e.g. `gateway-bench target/release/aistack 10 100,250,500,1000,2000 1000`
 
 use std::convert::Infallible;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aistack_benches::model_dir;
+use aistack_benches::{free_port, model_dir, ServerProcess};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -78,22 +78,6 @@ fn start_upstream() -> String {
         });
     });
     format!("http://{}/v1", rx.recv().unwrap())
-}
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -245,7 +229,7 @@ max_concurrent = 8192
         .spawn()
         .expect("aistack serve starts");
     let pid = child.id();
-    let _server = Server(child);
+    let _server = ServerProcess(child);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
         .tcp_nodelay(true)

@@ -78,3 +78,22 @@ pub fn vectors(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
         })
         .collect()
 }
+
+/// A server process started by a benchmark; killed when dropped.
+pub struct ServerProcess(pub std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

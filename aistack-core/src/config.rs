@@ -180,6 +180,11 @@ pub struct EmbedSettings {
     pub max_concurrent_requests: usize,
     /// Deadline for one embedding request, in milliseconds, queueing included.
     pub request_timeout_ms: u64,
+    /// Admission by wait time: an embeddings request, or a search that embeds its query, is
+    /// refused at once (429, `Retry-After` from the estimate) when the queue ahead of it would
+    /// take longer than this to compute, in milliseconds. Ingestion queues instead (up to
+    /// `max_concurrent_requests` and its deadline). `0` admits by count only.
+    pub max_queue_wait_ms: u64,
     /// Attempts at loading (downloading) the model before the engine reports `Failed`.
     pub load_attempts: u32,
     /// Compute threads of the model; `0` means one per core.
@@ -199,6 +204,7 @@ impl Default for EmbedSettings {
             max_batch_requests: 64,
             max_concurrent_requests: 512,
             request_timeout_ms: 30_000,
+            max_queue_wait_ms: 250,
             load_attempts: 5,
             threads: 0,
         }
@@ -209,6 +215,11 @@ impl EmbedSettings {
     /// The per-request deadline.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The queueing bound of latency-bound requests; `None` when `max_queue_wait_ms` is 0.
+    pub fn max_queue_wait(&self) -> Option<Duration> {
+        (self.max_queue_wait_ms > 0).then(|| Duration::from_millis(self.max_queue_wait_ms))
     }
 }
 

@@ -71,6 +71,9 @@ error_kinds! {
     Overloaded => "overloaded", 429, 1, "Overloaded", true;
     /// The operation did not finish within its deadline.
     Timeout => "timeout", 504, 0, "Timeout", true;
+    /// The store's disk is full or read-only: nothing of the write was kept; reads go on, and
+    /// writes succeed again once space is freed.
+    InsufficientStorage => "insufficient_storage", 507, 0, "InsufficientStorage", true;
     /// Every upstream model server of a chat route failed or answered with an error.
     UpstreamFailed => "upstream_failed", 502, 1, "Unavailable", true;
     /// The configuration is invalid (HTTP callers are told `internal`: the message is hidden).
@@ -150,6 +153,16 @@ pub enum Error {
     #[error("overloaded: {0}")]
     Overloaded(String),
 
+    /// A request queued now would wait longer than the bound: refused at once, to come back
+    /// once the queue has drained.
+    #[error("overloaded: the embedding queue holds about {} ms of work, more than the {} ms a request may wait (embed.max_queue_wait_ms)", wait.as_millis(), bound.as_millis())]
+    QueueFull {
+        /// The expected queueing time.
+        wait: Duration,
+        /// The configured bound.
+        bound: Duration,
+    },
+
     /// The operation exceeded its deadline.
     #[error("{what} timed out after {after:?}")]
     Timeout {
@@ -212,7 +225,7 @@ impl Error {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Unavailable { .. } | Error::CircuitOpen { .. } => ErrorKind::Unavailable,
-            Error::Overloaded(_) => ErrorKind::Overloaded,
+            Error::Overloaded(_) | Error::QueueFull { .. } => ErrorKind::Overloaded,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Upstream(_) => ErrorKind::UpstreamFailed,
             Error::Config { .. } => ErrorKind::Config,
@@ -221,6 +234,9 @@ impl Error {
             // never a 404 whose message names a server path.
             Error::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                std::io::ErrorKind::StorageFull
+                | std::io::ErrorKind::QuotaExceeded
+                | std::io::ErrorKind::ReadOnlyFilesystem => ErrorKind::InsufficientStorage,
                 std::io::ErrorKind::ConnectionRefused
                 | std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::ConnectionAborted
@@ -248,13 +264,15 @@ impl Error {
     }
 
     /// How long a caller should wait before retrying: what an open breaker knows of its
-    /// half-open time, else the kind's hint from the table.
+    /// half-open time, the expected wait of a full queue, else the kind's hint from the table.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::CircuitOpen {
                 retry_after: Some(d),
                 ..
             } => Some(*d),
+            // The queue drains at about the rate it was measured at: back by then.
+            Error::QueueFull { wait, .. } => Some(*wait),
             _ => self.kind().retry_hint(),
         }
     }
@@ -311,6 +329,30 @@ impl Error {
             key: key.into(),
             reason: reason.into(),
         }
+    }
+
+    /// The message a caller of the HTTP API or an MCP tool may see: the error's own message,
+    /// except a full or read-only disk, which says what happened without naming a server path.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Io { source, .. } if self.kind() == ErrorKind::InsufficientStorage => {
+                let what = match source.kind() {
+                    std::io::ErrorKind::ReadOnlyFilesystem => "the store's disk is read-only",
+                    std::io::ErrorKind::QuotaExceeded => "the store's disk quota is exhausted",
+                    _ => "the store's disk is full (no space left on device)",
+                };
+                format!(
+                    "{what}: nothing of this write was kept; reads go on, and writes succeed again once space is freed"
+                )
+            }
+            _ => self.to_string(),
+        }
+    }
+
+    /// Whether the error says nothing about the backend being down: the caller's own errors,
+    /// and a full disk (reads still work, so a breaker must not cut them off).
+    pub fn spares_breaker(&self) -> bool {
+        self.is_caller_error() || self.kind() == ErrorKind::InsufficientStorage
     }
 
     /// The message with every source appended (`a: b: c`), for logs. Never sent to API callers
@@ -382,6 +424,29 @@ mod tests {
         assert_eq!(src.to_string(), "denied");
         assert_eq!(e.chain(), "I/O error: /data/x: denied");
         assert_eq!(e.kind().code(), "internal");
+    }
+
+    #[test]
+    fn a_full_or_read_only_disk_is_507_and_names_no_path() {
+        for (kind, words) in [
+            (std::io::ErrorKind::StorageFull, "is full"),
+            (std::io::ErrorKind::ReadOnlyFilesystem, "read-only"),
+            (std::io::ErrorKind::QuotaExceeded, "quota"),
+        ] {
+            let e = Error::io(
+                "appending to /srv/aistack/collections/x/log",
+                std::io::Error::new(kind, "os error"),
+            );
+            assert_eq!(e.kind(), ErrorKind::InsufficientStorage);
+            assert_eq!(e.kind().http_status(), 507);
+            assert!(e.spares_breaker());
+            assert!(!e.is_retryable());
+            let m = e.public_message();
+            assert!(m.contains(words) && !m.contains("/srv"), "{m}");
+        }
+        let other = Error::io("/srv/x", std::io::Error::other("boom"));
+        assert_eq!(other.public_message(), other.to_string());
+        assert!(!other.spares_breaker());
     }
 
     #[test]

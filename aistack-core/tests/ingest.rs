@@ -156,6 +156,11 @@ async fn exercise(store: Arc<dyn VectorStore>, collection: &str) {
         .unwrap()
         .is_empty());
 
+    // Metadata of exactly the limit is taken.
+    let fits = doc("fits", "A short note.", json!({"b": "m".repeat(8192 - 8)}));
+    ing.ingest(collection, vec![fits]).await.unwrap();
+    assert_eq!(ing.delete_document(collection, "fits").await.unwrap(), 1);
+
     // Deleting a document deletes its chunks only.
     assert_eq!(ing.delete_document(collection, "long").await.unwrap(), 1);
     assert_eq!(store.count(collection, Some(&f)).await.unwrap(), 0);
@@ -173,6 +178,19 @@ async fn exercise(store: Arc<dyn VectorStore>, collection: &str) {
             "appears twice",
         ),
         (vec![doc("", "text", json!({}))], "id"),
+        // Metadata is bounded (every chunk carries it): the attack's 900 KB, and one byte over.
+        (
+            vec![doc(
+                "big",
+                &"words and more words. ".repeat(4_500),
+                json!({"blob": "m".repeat(900_000)}),
+            )],
+            "at most 8192",
+        ),
+        (
+            vec![doc("over", "text", json!({"b": "m".repeat(8192 - 8 + 1)}))],
+            "8193 bytes",
+        ),
     ];
     for (docs, want) in bad {
         let err = ing.ingest(collection, docs).await.unwrap_err();

@@ -454,3 +454,211 @@ async fn filters_on_long_strings_apply_to_both_arms() {
     }
     assert_eq!(store.count("long", Some(&filter)).await.unwrap(), 4);
 }
+
+/// Documents of the batch-atomicity crash test: request `b` rewrites 1 to 8 of 24 documents,
+/// each with 1 to 6 chunks (ids `d{doc}#{chunk}`), deterministically from `b`.
+fn atomic_request(b: u64) -> Vec<(u64, u64)> {
+    let mut x = b.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let docs = 1 + next() % 8;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    while (out.len() as u64) < docs {
+        let d = next() % 24;
+        if !out.iter().any(|&(o, _)| o == d) {
+            out.push((d, 1 + next() % 6));
+        }
+    }
+    out
+}
+
+/// The records request `b` writes: every chunk carries its request number and a unique term.
+fn atomic_records(b: u64) -> Vec<Record> {
+    atomic_request(b)
+        .into_iter()
+        .flat_map(|(d, n)| {
+            (0..n).map(move |c| {
+                let mut m = Map::new();
+                m.insert("_doc".into(), json!(format!("d{d}")));
+                m.insert("_chunk".into(), json!(c));
+                m.insert("v".into(), json!(b));
+                m.insert("_text".into(), json!(format!("doc{d} version{b} chunk{c}")));
+                Record::new(
+                    format!("d{d}#{c}"),
+                    unit((b * 64 + d * 8 + c) as usize + 1, 32),
+                    m,
+                )
+            })
+        })
+        .collect()
+}
+
+/// The stale filter of request `b`: every chunk of the documents it rewrites.
+fn atomic_stale(b: u64) -> aistack_core::store::Filter {
+    let docs: Vec<String> = atomic_request(b)
+        .into_iter()
+        .map(|(d, _)| format!("d{d}"))
+        .collect();
+    aistack_core::store::Filter::from_json(&json!({"_doc": {"$in": docs}})).unwrap()
+}
+
+/// Child side of the batch-atomicity crash test: replaces documents request after request from
+/// `AISTACK_CRASH_FROM` on, printing each acknowledged request.
+#[tokio::test]
+async fn crash_child_replacer() {
+    let Ok(dir) = std::env::var("AISTACK_CRASH_ATOMIC_DIR") else {
+        return; // Only meaningful when started by `batches_are_all_or_nothing_under_kill_9`.
+    };
+    let from: u64 = std::env::var("AISTACK_CRASH_FROM")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = EmbeddedStore::open(&dir).await.unwrap();
+    store
+        .ensure_collection(&CollectionSpec::new("docs", 32, Metric::Cosine))
+        .await
+        .unwrap();
+    let mut out = std::io::stdout();
+    for b in from.. {
+        store
+            .replace("docs", atomic_records(b), &atomic_stale(b))
+            .await
+            .unwrap();
+        writeln!(out, "ACK {b}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// A documents request (its chunks and the removal of the documents' old chunks, one
+/// `replace`) is all-or-nothing: a writer is killed with SIGKILL at many random points, and
+/// after each reopen the store holds exactly requests `0..=last`, where `last` is the last
+/// acknowledged request or the one in flight, never part of one. Vector and lexical search agree.
+#[tokio::test]
+async fn batches_are_all_or_nothing_under_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill points seeded with {seed}");
+    let mut rng = seed | 1;
+    let mut random = move |below: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % below
+    };
+    // What replaying requests 0..=last leaves: per document, its chunk count and version.
+    let expected = |last: u64| {
+        let mut docs = std::collections::BTreeMap::new();
+        for b in 0..=last {
+            for (d, n) in atomic_request(b) {
+                docs.insert(d, (n, b));
+            }
+        }
+        docs
+    };
+    let mut next = 0u64;
+    let mut in_flight_seen = 0;
+    for round in 0..12 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash_child_replacer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("AISTACK_CRASH_ATOMIC_DIR", dir.path())
+            .env("AISTACK_CRASH_FROM", next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        // Kill after a random number of acknowledged requests, a random time into the next.
+        let acks_wanted = 1 + random(30);
+        let mut acked: Option<u64> = None;
+        let started = Instant::now();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(n) = line.strip_prefix("ACK ") {
+                acked = Some(n.parse().unwrap());
+                if acked.unwrap() + 1 - next >= acks_wanted {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "child too slow"
+            );
+        }
+        std::thread::sleep(Duration::from_micros(random(3_000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let acked = acked.expect("the child acknowledged requests");
+
+        let store = EmbeddedStore::open(dir.path()).await.unwrap();
+        // The newest request visible: the last acknowledged one, or the one in flight.
+        let all_ids: Vec<String> = (0..24)
+            .flat_map(|d| (0..6).map(move |c| format!("d{d}#{c}")))
+            .collect();
+        let records = store.get("docs", &all_ids).await.unwrap();
+        let newest = records
+            .iter()
+            .map(|r| r.metadata["v"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        assert!(
+            newest == acked || newest == acked + 1,
+            "round {round}: newest visible request {newest}, last acknowledged {acked}"
+        );
+        let last = newest.max(acked);
+        if last > acked {
+            in_flight_seen += 1;
+        }
+        let want = expected(last);
+        let mut got: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+        for r in &records {
+            let d: u64 = r.id[1..r.id.find('#').unwrap()].parse().unwrap();
+            let v = r.metadata["v"].as_u64().unwrap();
+            let e = got.entry(d).or_insert((0, v));
+            assert_eq!(e.1, v, "round {round}: document d{d} mixes versions");
+            e.0 += 1;
+        }
+        assert_eq!(
+            got, want,
+            "round {round}: the store is not requests 0..={last} exactly (seed {seed})"
+        );
+        assert_eq!(
+            store.count("docs", None).await.unwrap() as usize,
+            records.len()
+        );
+        // The lexical index holds the same: a document's term finds its chunks, and a
+        // version's term the chunks written by that request that are still there.
+        for (d, (n, v)) in &want {
+            let mut hits = lexical_ids(&store, "docs", &format!("doc{d}")).await;
+            hits.sort();
+            let mut ids: Vec<String> = (0..*n).map(|c| format!("d{d}#{c}")).collect();
+            ids.sort();
+            assert_eq!(hits, ids, "round {round}: lexical chunks of d{d}");
+            let mut hits = lexical_ids(&store, "docs", &format!("version{v}")).await;
+            hits.sort();
+            let mut ids: Vec<String> = want
+                .iter()
+                .filter(|(_, (_, w))| w == v)
+                .flat_map(|(e, (m, _))| (0..*m).map(move |c| format!("d{e}#{c}")))
+                .collect();
+            ids.sort();
+            assert_eq!(hits, ids, "round {round}: lexical chunks of request {v}");
+        }
+        drop(store);
+        next = last + 1;
+    }
+    eprintln!(
+        "12 kill points, {in_flight_seen} of them after an unacknowledged request was applied"
+    );
+}

@@ -38,8 +38,13 @@ impl Drop for Server {
 /// Starts `aistack serve` on a free port with `env` extra settings and `args` extra flags, and
 /// waits for its "listening" log line.
 fn start(model: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+    start_on(model, None, env, args)
+}
+
+/// [`start`] with the data directory `data` (default: a new temporary one).
+fn start_on(model: &str, data: Option<&Path>, env: &[(&str, &str)], args: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aistack"));
     cmd.arg("serve")
         .args(["--bind", "127.0.0.1:0", "--model", model])
@@ -1236,4 +1241,154 @@ async fn the_mcp_conformance_suite_passes_against_mcp() {
             "{generic} did not pass:\n{report}"
         );
     }
+}
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB, or `None` where this process may not mount (not root).
+    fn mount(mib: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file of zeros until the disk refuses more; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        let p = self.path().join("filler");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let mut small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        small[0] = 1;
+        while f.write_all(&small[..1]).is_ok() {}
+        p
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Defect 3 of the hardening issue: a full disk is a 507 with its own code and a message that
+/// names no path; health says the store is degraded for writes while searches go on; the
+/// refused request left nothing behind, also after a restart; writes resume once space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_507_health_degraded_reads_go_on_and_nothing_half_written() {
+    let Some(disk) = SmallDisk::mount(48) else {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
+        );
+        return;
+    };
+    let data = disk.path().join("data");
+    let c = client();
+    let docs = |prefix: &str, n: usize, word: &str| {
+        let documents: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({"id": format!("{prefix}{i}"),
+                       "text": format!("{word} number {i}. ").repeat(40),
+                       "metadata": {"batch": prefix}})
+            })
+            .collect();
+        json!({ "documents": documents })
+    };
+    let lexical_hits = |s: &Server, word: &str| {
+        let req = c
+            .post(format!("{}/v1/collections/notes/search", s.base))
+            .json(&json!({"query": word, "k": 100, "mode": "lexical"}));
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "searches go on");
+            let v: Value = r.json().await.unwrap();
+            v["hits"].as_array().map_or(0, Vec::len)
+        }
+    };
+    let post_docs = |s: &Server, body: Value| {
+        let req = c
+            .post(format!("{}/v1/collections/notes/documents", s.base))
+            .json(&body);
+        async move { req.send().await.unwrap() }
+    };
+    let health = |s: &Server| {
+        let req = c.get(format!("{}/health", s.base));
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+
+    let s = start_on(&model(), Some(&data), &[], &[]);
+    wait_ready(&s).await;
+    let r = post_docs(&s, docs("kept", 4, "aardvark")).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let kept = lexical_hits(&s, "aardvark").await;
+    assert!(kept >= 4, "{kept}");
+
+    let filler = disk.fill();
+    let r = post_docs(&s, docs("lost", 32, "zebra")).await;
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("disk is full"), "{message}");
+    let mount = disk.path().display().to_string();
+    assert!(
+        !message.contains(&mount) && !message.contains('/'),
+        "names no path: {message}"
+    );
+
+    let (code, h) = health(&s).await;
+    assert_eq!(code, 200, "reads are served: {h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["store"]["status"], "degraded", "{h}");
+    assert_eq!(h["store"]["writable"], false, "{h}");
+    assert_eq!(h["store"]["error"], "insufficient_storage", "{h}");
+    assert_eq!(lexical_hits(&s, "aardvark").await, kept, "reads go on");
+    assert_eq!(
+        lexical_hits(&s, "zebra").await,
+        0,
+        "none of the refused request"
+    );
+    let log = s.log.lock().unwrap().join("\n");
+    assert!(
+        !log.contains("\"level\":\"ERROR\""),
+        "a full disk is an expected state, not an error: {log}"
+    );
+
+    // A restart on the still-full disk: it opens, and the refused request is still absent.
+    drop(s);
+    let s = start_on(&model(), Some(&data), &[], &[]);
+    wait_ready(&s).await;
+    assert_eq!(lexical_hits(&s, "aardvark").await, kept);
+    assert_eq!(lexical_hits(&s, "zebra").await, 0);
+
+    // Space returns: writes succeed again, health is ok again, without a restart.
+    std::fs::remove_file(filler).unwrap();
+    let r = post_docs(&s, docs("lost", 32, "zebra")).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    assert!(lexical_hits(&s, "zebra").await >= 32);
+    let (code, h) = health(&s).await;
+    assert_eq!((code, &h["status"]), (200, &json!("ok")), "{h}");
+    assert_eq!(h["store"]["writable"], true, "{h}");
 }

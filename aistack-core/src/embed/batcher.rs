@@ -37,6 +37,9 @@ pub struct BatcherConfig {
     pub max_batch_requests: usize,
     /// Requests admitted at once, queued or computing.
     pub max_concurrent_requests: usize,
+    /// Longest expected queueing time a latency-bound request is admitted with
+    /// ([`Batcher::check_wait`]); `None`: admission by count only.
+    pub max_queue_wait: Option<Duration>,
 }
 
 /// Counters of a batcher, for metrics.
@@ -46,6 +49,12 @@ pub struct BatcherStats {
     pub in_flight: u64,
     /// Requests refused because admission was full.
     pub rejected: u64,
+    /// Requests refused because their expected queueing time was over the bound.
+    pub rejected_wait: u64,
+    /// Tokens queued or computing: the work ahead of a new request.
+    pub queued_tokens: u64,
+    /// Recent compute throughput, in tokens per second (`0` until measured).
+    pub tokens_per_second: u64,
     /// Forward passes run.
     pub batches: u64,
     /// Sequences computed.
@@ -63,6 +72,11 @@ pub struct BatcherStats {
 #[derive(Default)]
 struct Counters {
     rejected: AtomicU64,
+    rejected_wait: AtomicU64,
+    /// Tokens submitted and not yet computed (or dropped).
+    queued_tokens: AtomicU64,
+    /// Recent tokens per second of compute, as `f64` bits; `0` until the first batch.
+    rate_bits: AtomicU64,
     batches: AtomicU64,
     sequences: AtomicU64,
     padded_tokens: AtomicU64,
@@ -88,11 +102,49 @@ impl Job {
     }
 }
 
+impl Counters {
+    /// Tokens per second of compute, once measured.
+    fn rate(&self) -> Option<f64> {
+        let r = f64::from_bits(self.rate_bits.load(Ordering::Relaxed));
+        (r > 0.0).then_some(r)
+    }
+
+    /// Folds one forward pass of `tokens` that took `took` into the throughput estimate (an
+    /// exponentially weighted mean, so it follows the load's mix of lengths).
+    fn observe(&self, tokens: usize, took: Duration) {
+        let secs = took.as_secs_f64().max(1e-6);
+        let now = tokens as f64 / secs;
+        let r = match self.rate() {
+            Some(old) => old * (1.0 - RATE_WEIGHT) + now * RATE_WEIGHT,
+            None => now,
+        };
+        self.rate_bits.store(r.to_bits(), Ordering::Relaxed);
+    }
+
+    /// `tokens` left the queue (computed, or dropped unanswered).
+    fn dequeued(&self, tokens: usize) {
+        let _ = self
+            .queued_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(tokens as u64))
+            });
+    }
+}
+
+/// Weight of the newest forward pass in the throughput estimate.
+const RATE_WEIGHT: f64 = 0.2;
+
+/// Tokens of a job's sequences, as the queue counts them.
+fn job_tokens(seqs: &[Vec<u32>]) -> usize {
+    seqs.iter().map(|s| s.len().max(1)).sum()
+}
+
 /// A bounded batching queue in front of one compute thread.
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
     admission: Arc<Semaphore>,
     max_concurrent: usize,
+    max_queue_wait: Option<Duration>,
     counters: Arc<Counters>,
 }
 
@@ -118,6 +170,7 @@ impl Batcher {
             tx,
             admission: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             max_concurrent: config.max_concurrent_requests,
+            max_queue_wait: config.max_queue_wait,
             counters,
         })
     }
@@ -137,6 +190,28 @@ impl Batcher {
         }
     }
 
+    /// How long a request queued now would wait before its first forward pass: the tokens
+    /// ahead of it over the recent throughput. `None` until a forward pass was measured.
+    pub fn expected_wait(&self) -> Option<Duration> {
+        let rate = self.counters.rate()?;
+        let queued = self.counters.queued_tokens.load(Ordering::Relaxed) as f64;
+        Some(Duration::from_secs_f64(queued / rate))
+    }
+
+    /// Admission by wait time, for latency-bound requests: fails at once with `Overloaded`,
+    /// retry after the expected wait, when a request queued now would wait longer than
+    /// `max_queue_wait` (so admitted requests finish in time and the rest hear it at once).
+    pub fn check_wait(&self) -> Result<()> {
+        let (Some(bound), Some(wait)) = (self.max_queue_wait, self.expected_wait()) else {
+            return Ok(());
+        };
+        if wait <= bound {
+            return Ok(());
+        }
+        self.counters.rejected_wait.fetch_add(1, Ordering::Relaxed);
+        Err(Error::QueueFull { wait, bound })
+    }
+
     /// Queues `seqs` and waits for their vectors, in order, for at most `timeout`.
     pub async fn submit(
         &self,
@@ -148,15 +223,20 @@ impl Batcher {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
+        let tokens = job_tokens(&seqs);
+        self.counters
+            .queued_tokens
+            .fetch_add(tokens as u64, Ordering::Relaxed);
         let job = Job {
             seqs,
             reply,
             enqueued: Instant::now(),
             permit: Some(admission.permit),
         };
-        self.tx
-            .send(job)
-            .map_err(|_| Error::unavailable("the embedding thread has stopped"))?;
+        if self.tx.send(job).is_err() {
+            self.counters.dequeued(tokens);
+            return Err(Error::unavailable("the embedding thread has stopped"));
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Internal {
@@ -176,6 +256,9 @@ impl Batcher {
         BatcherStats {
             in_flight: (self.max_concurrent - self.admission.available_permits()) as u64,
             rejected: c.rejected.load(Ordering::Relaxed),
+            rejected_wait: c.rejected_wait.load(Ordering::Relaxed),
+            queued_tokens: c.queued_tokens.load(Ordering::Relaxed),
+            tokens_per_second: c.rate().unwrap_or(0.0) as u64,
             batches: c.batches.load(Ordering::Relaxed),
             sequences: c.sequences.load(Ordering::Relaxed),
             padded_tokens: c.padded_tokens.load(Ordering::Relaxed),
@@ -229,6 +312,7 @@ fn run_round<C: BatchCompute>(
         .filter_map(|job| {
             if job.reply.is_closed() {
                 counters.skipped.fetch_add(1, Ordering::Relaxed);
+                counters.dequeued(job_tokens(&job.seqs));
                 return None;
             }
             let n = job.seqs.len();
@@ -263,6 +347,10 @@ fn run_round<C: BatchCompute>(
             }
             end += 1;
         }
+        let window: usize = order[start..end]
+            .iter()
+            .map(|&(j, s)| pending[j].job.seqs[s].len().max(1))
+            .sum();
         // Drop sequences whose caller has gone or whose request already failed.
         let live: Vec<(usize, usize)> = order[start..end]
             .iter()
@@ -274,6 +362,7 @@ fn run_round<C: BatchCompute>(
             .collect();
         start = end;
         if live.is_empty() {
+            counters.dequeued(window);
             continue;
         }
         for &(j, _) in &live {
@@ -299,8 +388,12 @@ fn run_round<C: BatchCompute>(
             batch.iter().map(|s| s.len() as u64).sum(),
             Ordering::Relaxed,
         );
+        let began = Instant::now();
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compute.compute(&batch)));
+        let computed: usize = batch.iter().map(|s| s.len().max(1)).sum();
+        counters.observe(computed, began.elapsed());
+        counters.dequeued(window);
         let result = match result {
             Ok(Ok(v)) if v.len() == batch.len() => Ok(v),
             Ok(Ok(v)) => Err(format!(
@@ -400,6 +493,7 @@ mod tests {
             max_batch_tokens: tokens,
             max_batch_requests: reqs,
             max_concurrent_requests: conc,
+            max_queue_wait: None,
         }
     }
 
@@ -535,6 +629,50 @@ mod tests {
         // Both places are free again once answered.
         let _x = b.admit().unwrap();
         let _y = b.admit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn admission_by_wait_refuses_what_would_queue_too_long() {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel();
+        let rec = Arc::new(Recorder {
+            gate: Mutex::new(Some(gate_rx)),
+            ..Default::default()
+        });
+        let mut config = cfg(1000, 8, 8);
+        config.max_queue_wait = Some(Duration::from_millis(50));
+        let b = Arc::new(Batcher::start(rec, config).unwrap());
+        // Nothing measured yet: admitted.
+        assert_eq!(b.expected_wait(), None);
+        b.check_wait().unwrap();
+        // One pass of 2 tokens held for at least 20 ms: at most 100 tokens a second.
+        let b2 = b.clone();
+        let h =
+            tokio::spawn(async move { b2.submit(b2.admit().unwrap(), vec![seq(2, 1)], T).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gate_tx.send(()).unwrap();
+        h.await.unwrap().unwrap();
+        assert_eq!(b.stats().queued_tokens, 0);
+        assert!(b.stats().tokens_per_second <= 100, "{:?}", b.stats());
+        b.check_wait().unwrap();
+        // 40 tokens queued behind the held thread: at least 0.4 s of work, over the bound.
+        let b2 = b.clone();
+        let seqs: Vec<Vec<u32>> = (0..4).map(|i| seq(10, i)).collect();
+        let h = tokio::spawn(async move { b2.submit(b2.admit().unwrap(), seqs, T).await });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.stats().queued_tokens < 40 {
+            assert!(Instant::now() < deadline, "the job was never queued");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let err = b.check_wait().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Overloaded);
+        let after = err.retry_after().unwrap();
+        assert!(after >= Duration::from_millis(400), "{after:?}");
+        assert_eq!(b.stats().rejected_wait, 1);
+        // Once the queue drains, requests are admitted again.
+        gate_tx.send(()).unwrap();
+        assert_eq!(h.await.unwrap().unwrap().len(), 4);
+        assert_eq!(b.stats().queued_tokens, 0);
+        b.check_wait().unwrap();
     }
 
     #[tokio::test]

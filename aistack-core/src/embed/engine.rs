@@ -252,6 +252,7 @@ impl ModelEmbedder {
                 max_batch_tokens: settings.max_batch_tokens.max(info.max_input_tokens),
                 max_batch_requests: settings.max_batch_requests,
                 max_concurrent_requests: settings.max_concurrent_requests,
+                max_queue_wait: settings.max_queue_wait(),
             },
         )?;
         let dims = info.dims;
@@ -428,6 +429,11 @@ impl ModelEmbedder {
             }
         }
         if !misses.is_empty() {
+            // Latency-bound requests are refused at once when the queue would make them wait
+            // too long; passages (ingestion) queue up to their deadline instead.
+            if kind != InputKind::Passage {
+                self.batcher.check_wait()?;
+            }
             let inputs: Vec<String> = misses
                 .iter()
                 .map(|&i| match &prefix {

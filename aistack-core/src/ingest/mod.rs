@@ -23,7 +23,7 @@ use crate::embed::{embed_all, embed_query, Embedder, InputKind};
 use crate::error::{Error, Result};
 use crate::store::{
     validate_id, CollectionSpec, Filter, Fusion, Metric, Record, SearchMode, SearchRequest,
-    VectorStore,
+    VectorStore, MAX_UPSERT_BATCH,
 };
 
 /// Metadata key holding a chunk's document id.
@@ -32,6 +32,11 @@ pub const DOC_KEY: &str = "_doc";
 pub const CHUNK_KEY: &str = "_chunk";
 /// Metadata key holding a chunk's text (the key lexical search indexes).
 pub use crate::store::TEXT_KEY;
+
+/// Most bytes of a document's metadata, as compact JSON. Every chunk of the document carries
+/// it (so filters and hits see it), so this bounds what one document can store beyond its text
+/// and vectors: at most this much per chunk of about 1 KB of text.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 
 /// A document to ingest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,6 +209,13 @@ impl Ingestor {
                 doc.id
             )));
         }
+        let meta_bytes = serde_json::to_vec(&doc.metadata).map_or(usize::MAX, |v| v.len());
+        if meta_bytes > MAX_METADATA_BYTES {
+            return Err(Error::invalid(format!(
+                "document {i} ({}): metadata is {meta_bytes} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed (every chunk carries it)",
+                doc.id
+            )));
+        }
         if let Some(k) = doc.metadata.keys().find(|k| k.starts_with('_')) {
             return Err(Error::invalid(format!(
                 "document {i} ({}): metadata key {k:?} is reserved (keys starting with _)",
@@ -213,9 +225,9 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Chunks, embeds and upserts `docs`. Every document is checked before anything is written.
-    /// A document's chunks are written in one upsert, then its stale chunks are removed, so a
-    /// document is never missing while it is being replaced.
+    /// Chunks, embeds and upserts `docs`. Every document is checked before anything is written,
+    /// and the whole call is one write: the new chunks go in and the documents' stale chunks go
+    /// out together, so a document is never missing, half replaced or half written.
     pub async fn ingest(&self, collection: &str, docs: Vec<Document>) -> Result<IngestReport> {
         for (i, d) in docs.iter().enumerate() {
             Self::check(d, i)?;
@@ -237,6 +249,14 @@ impl Ingestor {
             .iter()
             .flat_map(|(_, cs)| cs.iter().map(|c| c.text.clone()))
             .collect();
+        // One request is one write, of at most MAX_UPSERT_BATCH records: refused before any
+        // embedding is computed.
+        if texts.len() > MAX_UPSERT_BATCH {
+            return Err(Error::invalid(format!(
+                "these documents make {} chunks; one request may make at most {MAX_UPSERT_BATCH} (send fewer documents at a time)",
+                texts.len()
+            )));
+        }
         let vectors = embed_all(
             self.embedder.as_ref(),
             &texts,
@@ -247,33 +267,30 @@ impl Ingestor {
 
         let mut report = IngestReport::default();
         let mut vectors = vectors.into_iter();
+        let mut records: Vec<Record> = Vec::with_capacity(texts.len());
         for (i, chunks) in chunked {
             let doc = &docs[i];
-            let records: Vec<Record> = chunks
-                .iter()
-                .map(|c| {
-                    let mut m = doc.metadata.clone();
-                    m.insert(DOC_KEY.into(), Value::from(doc.id.clone()));
-                    m.insert(CHUNK_KEY.into(), Value::from(c.index as u64));
-                    m.insert(TEXT_KEY.into(), Value::from(c.text.clone()));
-                    Record::new(
-                        format!("{}#{}", doc.id, c.index),
-                        vectors.next().unwrap_or_default(),
-                        m,
-                    )
-                })
-                .collect();
-            let n = records.len();
-            self.store.upsert(collection, records).await?;
-            self.epochs.bump(collection);
-            let stale = Filter::from_json(&json!({
-                "$and": [{ DOC_KEY: doc.id }, { CHUNK_KEY: { "$gte": n } }]
-            }))?;
-            report.removed += self.store.delete_where(collection, &stale).await?;
-            self.epochs.bump(collection);
+            for c in &chunks {
+                let mut m = doc.metadata.clone();
+                m.insert(DOC_KEY.into(), Value::from(doc.id.clone()));
+                m.insert(CHUNK_KEY.into(), Value::from(c.index as u64));
+                m.insert(TEXT_KEY.into(), Value::from(c.text.clone()));
+                records.push(Record::new(
+                    format!("{}#{}", doc.id, c.index),
+                    vectors.next().unwrap_or_default(),
+                    m,
+                ));
+            }
             report.documents += 1;
-            report.chunks += n;
+            report.chunks += chunks.len();
         }
+        // Every chunk of the request and the removal of the documents' older chunks are one
+        // write: after a failure or a crash, the request is applied whole or not at all.
+        let ids: Vec<Value> = docs.iter().map(|d| Value::from(d.id.clone())).collect();
+        let stale = Filter::from_json(&json!({ DOC_KEY: { "$in": ids } }))?;
+        let result = self.store.replace(collection, records, &stale).await;
+        self.epochs.bump(collection);
+        report.removed = result?;
         Ok(report)
     }
 

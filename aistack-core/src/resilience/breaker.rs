@@ -354,7 +354,7 @@ impl CircuitBreaker {
 
     /// Runs `call` through the breaker: rejected at once with `CircuitOpen` while open (or when
     /// the half-open trial slots are taken), failed with `Timeout` past the call timeout.
-    /// Caller errors ([`Error::is_caller_error`]) do not count as backend failures.
+    /// Caller errors and a full disk ([`Error::spares_breaker`]) do not count as backend failures.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T>
     where
         F: FnOnce() -> Fut,
@@ -373,7 +373,7 @@ impl CircuitBreaker {
         };
         match &result {
             Ok(_) => permit.success(),
-            Err(e) if e.is_caller_error() => permit.ignore(),
+            Err(e) if e.spares_breaker() => permit.ignore(),
             Err(e) => permit.failure(e),
         }
         result

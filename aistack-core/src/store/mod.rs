@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use analyzer::Analyzer;
+/// Entry points of the fuzz targets (`fuzz/`): not part of the API.
+#[doc(hidden)]
+pub use embedded::fuzz;
 pub use embedded::{AnnConfig, EmbeddedStore, IndexPrecision, IndexStatus};
 pub use filter::Filter;
 pub use hybrid::{Fusion, SearchMode};
@@ -376,8 +379,18 @@ pub trait VectorStore: Send + Sync {
     /// Deletes every record the filter matches; returns how many.
     async fn delete_where(&self, collection: &str, filter: &Filter) -> Result<u64>;
 
+    /// Upserts `records` and deletes every other record `stale` matches, as one write: after a
+    /// failure or a crash either all of it is visible or none. Returns how many were deleted.
+    async fn replace(&self, collection: &str, records: Vec<Record>, stale: &Filter) -> Result<u64>;
+
     /// Records held, or those the filter matches.
     async fn count(&self, collection: &str, filter: Option<&Filter>) -> Result<u64>;
+
+    /// Whether writes work: an error (a full or read-only disk, say) while they fail for a
+    /// reason reads do not share. Backends that report such failures only per write say `Ok`.
+    async fn check_writable(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Runs each request; hits best first, equal scores in id order (byte order).
     async fn search(&self, collection: &str, requests: &[SearchRequest]) -> Result<Vec<Vec<Hit>>>;

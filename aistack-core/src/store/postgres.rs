@@ -94,6 +94,11 @@ fn db_err(context: &str, e: sqlx::Error) -> Error {
                     what: format!("collection ({context})"),
                 },
                 "23505" => Error::Conflict(format!("{context}: already exists")),
+                // disk_full: the database could not write; it keeps serving reads.
+                "53100" => Error::io(
+                    format!("PostgreSQL: {context}"),
+                    std::io::Error::new(std::io::ErrorKind::StorageFull, d.message().to_string()),
+                ),
                 "57014" => Error::Timeout {
                     what: format!("PostgreSQL statement ({context})"),
                     after: Duration::ZERO,
@@ -633,6 +638,44 @@ fn coll_from_row(name: &str, row: &sqlx::postgres::PgRow) -> Result<Coll> {
     })
 }
 
+/// Inserts or replaces `records` (already prepared) in one statement on `exec`.
+async fn upsert_rows<'e, E>(exec: E, c: &Coll, records: Vec<Record>) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    // One statement may not touch a row twice: keep the last record of each id.
+    let mut last = std::collections::HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        last.insert(r.id.clone(), i);
+    }
+    let mut ids = Vec::with_capacity(last.len());
+    let mut vectors = Vec::with_capacity(last.len());
+    let mut metas = Vec::with_capacity(last.len());
+    let mut lexes: Vec<Option<String>> = Vec::with_capacity(last.len());
+    for (i, r) in records.into_iter().enumerate() {
+        if last.get(&r.id) == Some(&i) {
+            ids.push(r.id);
+            vectors.push(Vector::from(r.vector));
+            lexes.push(record_lexemes(c.spec.analyzer, &r.metadata));
+            metas.push(Value::Object(r.metadata));
+        }
+    }
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {} (id, embedding, metadata, lexemes) \
+         SELECT * FROM UNNEST($1::text[], $2::vector[], $3::jsonb[], $4::text[]) \
+         ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, lexemes = EXCLUDED.lexemes",
+        c.table
+    )))
+    .bind(ids)
+    .bind(vectors)
+    .bind(metas)
+    .bind(lexes)
+    .execute(exec)
+    .await
+    .map_err(|e| db_err("upserting records", e))?;
+    Ok(())
+}
+
 fn metadata_of(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -727,37 +770,32 @@ impl VectorStore for PgVectorStore {
         if records.is_empty() {
             return Ok(());
         }
-        // One statement may not touch a row twice: keep the last record of each id.
-        let mut last = std::collections::HashMap::new();
-        for (i, r) in records.iter().enumerate() {
-            last.insert(r.id.clone(), i);
+        upsert_rows(&self.pool, &c, records).await
+    }
+
+    async fn replace(
+        &self,
+        collection: &str,
+        mut records: Vec<Record>,
+        stale: &Filter,
+    ) -> Result<u64> {
+        let c = self.coll(collection).await?;
+        prepare_records(&c.spec, &mut records)?;
+        let err = |e| db_err("replacing records", e);
+        let keep: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        // One transaction: the upsert and the delete commit together or not at all.
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        if !records.is_empty() {
+            upsert_rows(&mut *tx, &c, records).await?;
         }
-        let mut ids = Vec::with_capacity(last.len());
-        let mut vectors = Vec::with_capacity(last.len());
-        let mut metas = Vec::with_capacity(last.len());
-        let mut lexes: Vec<Option<String>> = Vec::with_capacity(last.len());
-        for (i, r) in records.into_iter().enumerate() {
-            if last.get(&r.id) == Some(&i) {
-                ids.push(r.id);
-                vectors.push(Vector::from(r.vector));
-                lexes.push(record_lexemes(c.spec.analyzer, &r.metadata));
-                metas.push(Value::Object(r.metadata));
-            }
-        }
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (id, embedding, metadata, lexemes) \
-             SELECT * FROM UNNEST($1::text[], $2::vector[], $3::jsonb[], $4::text[]) \
-             ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, lexemes = EXCLUDED.lexemes",
-            c.table
-        )))
-        .bind(ids)
-        .bind(vectors)
-        .bind(metas)
-        .bind(lexes)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| db_err("upserting records", e))?;
-        Ok(())
+        let mut qb = QueryBuilder::<Postgres>::new(format!("DELETE FROM {} WHERE (", c.table));
+        push_filter(&mut qb, stale);
+        qb.push(") AND NOT (id = ANY(");
+        qb.push_bind(keep);
+        qb.push("))");
+        let done = qb.build().execute(&mut *tx).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(done.rows_affected())
     }
 
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Record>> {

@@ -30,13 +30,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qdrant_client::qdrant::points_selector::PointsSelectorOneOf;
+use qdrant_client::qdrant::points_update_operation::{DeletePoints, Operation, PointStructList};
 use qdrant_client::qdrant::with_vectors_selector::SelectorOptions;
 use qdrant_client::qdrant::{
     value::Kind, vector_output, vectors_config, vectors_output::VectorsOptions, Condition,
     CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance, Filter as QFilter,
     GetPointsBuilder, HnswConfigDiffBuilder, Modifier, NamedVectors, PointId, PointStruct,
-    QueryBatchPointsBuilder, QueryPoints, QueryPointsBuilder, Range, RetrievedPoint, ScoredPoint,
-    SearchParamsBuilder, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
+    PointsSelector, PointsUpdateOperation, QueryBatchPointsBuilder, QueryPoints,
+    QueryPointsBuilder, Range, RetrievedPoint, ScoredPoint, SearchParamsBuilder,
+    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpdateBatchPointsBuilder,
     UpsertPointsBuilder, Value as QValue, Vector, VectorInput, VectorParamsBuilder, VectorsOutput,
     VectorsSelector,
 };
@@ -769,6 +772,72 @@ impl VectorStore for QdrantStore {
                     .points(qf.unwrap_or_default())
                     .wait(true),
             )
+            .await
+            .map_err(|e| q_err(&coll_what(collection), e))?;
+        Ok(n)
+    }
+
+    async fn replace(
+        &self,
+        collection: &str,
+        mut records: Vec<Record>,
+        stale: &Filter,
+    ) -> Result<u64> {
+        let found = self.found(collection).await?;
+        prepare_records(&found.spec, &mut records)?;
+        let lexical = found.lexical.then_some(found.spec.analyzer);
+        let keep: Vec<PointId> = records.iter().map(|r| point_id(&r.id)).collect();
+        // The stale records: what the filter passes, less the records written now.
+        let doomed = qfilter(Some(stale)).map(|f| {
+            let mut f = f.unwrap_or_default();
+            if !keep.is_empty() {
+                f.must_not.push(Condition::has_id(keep.clone()));
+            }
+            f
+        });
+        let n = match &doomed {
+            Some(f) => self
+                .client
+                .count(
+                    CountPointsBuilder::new(collection)
+                        .exact(true)
+                        .filter(f.clone()),
+                )
+                .await
+                .map_err(|e| q_err(&coll_what(collection), e))?
+                .result
+                .map_or(0, |r| r.count),
+            None => 0,
+        };
+        let mut operations = Vec::with_capacity(2);
+        if !records.is_empty() {
+            let points: Vec<PointStruct> = records
+                .iter()
+                .map(|r| PointStruct::new(point_id(&r.id), point_vectors(r, lexical), payload(r)))
+                .collect();
+            operations.push(PointsUpdateOperation {
+                operation: Some(Operation::Upsert(PointStructList {
+                    points,
+                    ..Default::default()
+                })),
+            });
+        }
+        if let (Some(f), true) = (doomed, n > 0) {
+            operations.push(PointsUpdateOperation {
+                operation: Some(Operation::DeletePoints(DeletePoints {
+                    points: Some(PointsSelector {
+                        points_selector_one_of: Some(PointsSelectorOneOf::Filter(f)),
+                    }),
+                    ..Default::default()
+                })),
+            });
+        }
+        if operations.is_empty() {
+            return Ok(0);
+        }
+        // One batch request: Qdrant applies its operations in order, under one write.
+        self.client
+            .update_points_batch(UpdateBatchPointsBuilder::new(collection, operations).wait(true))
             .await
             .map_err(|e| q_err(&coll_what(collection), e))?;
         Ok(n)

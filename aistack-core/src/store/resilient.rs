@@ -112,6 +112,17 @@ impl VectorStore for ResilientStore {
         .await
     }
 
+    async fn replace(&self, collection: &str, records: Vec<Record>, stale: &Filter) -> Result<u64> {
+        self.run("replace", || {
+            self.inner.replace(collection, records.clone(), stale)
+        })
+        .await
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        self.inner.check_writable().await
+    }
+
     async fn count(&self, collection: &str, filter: Option<&Filter>) -> Result<u64> {
         self.run("count", || self.inner.count(collection, filter))
             .await

@@ -546,6 +546,87 @@ pub async fn concurrent_writers_lose_nothing(store: Arc<dyn VectorStore>, p: &st
     assert_eq!(shared.vector, vec![w, round, 0.0, 1.0]);
 }
 
+/// `replace` writes its records and removes the other records its filter passes, as one write;
+/// a refused batch changes nothing.
+pub async fn replace_is_one_write(store: &dyn VectorStore, p: &str) {
+    let name = format!("{p}-replace");
+    fresh(store, &name, Metric::Cosine).await;
+    let chunk = |id: &str, doc: &str, v: u32| {
+        rec(id, [1.0, v as f32, 0.5, 0.0], json!({"_doc": doc, "v": v}))
+    };
+    let docs = |list: &[&str]| Filter::from_json(&json!({"_doc": {"$in": list}})).unwrap();
+    store
+        .upsert(
+            &name,
+            vec![
+                chunk("a#0", "a", 1),
+                chunk("a#1", "a", 1),
+                chunk("a#2", "a", 1),
+                chunk("b#0", "b", 1),
+                chunk("c#0", "c", 1),
+            ],
+        )
+        .await
+        .unwrap();
+    // a shrinks to two chunks, b is rewritten, d is new; c is not named and stays.
+    let removed = store
+        .replace(
+            &name,
+            vec![
+                chunk("a#0", "a", 2),
+                chunk("a#1", "a", 2),
+                chunk("b#0", "b", 2),
+                chunk("d#0", "d", 2),
+            ],
+            &docs(&["a", "b", "d"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "a#2");
+    let all = s(&["a#0", "a#1", "a#2", "b#0", "c#0", "d#0"]);
+    let got: Vec<(String, u64)> = store
+        .get(&name, &all)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.metadata["v"].as_u64().unwrap()))
+        .collect();
+    let want: Vec<(String, u64)> = [("a#0", 2), ("a#1", 2), ("b#0", 2), ("c#0", 1), ("d#0", 2)]
+        .iter()
+        .map(|(i, v)| (i.to_string(), *v))
+        .collect();
+    assert_eq!(got, want);
+    // A batch with one bad record is refused whole: nothing removed, nothing written.
+    let bad = vec![
+        chunk("c#0", "c", 3),
+        rec("c#1", [f32::NAN, 0.0, 0.0, 0.0], json!({"_doc": "c"})),
+    ];
+    let err = store.replace(&name, bad, &docs(&["c"])).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(store.count(&name, None).await.unwrap(), 5);
+    let c = store.get(&name, &s(&["c#0"])).await.unwrap().remove(0);
+    assert_eq!(c.metadata["v"], json!(1));
+    // No records: the filter's records go; a filter that passes nothing changes nothing.
+    assert_eq!(
+        store.replace(&name, vec![], &docs(&["a"])).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.replace(&name, vec![], &docs(&["zz"])).await.unwrap(),
+        0
+    );
+    assert_eq!(store.count(&name, None).await.unwrap(), 3);
+    // Search sees the result: a's chunks are gone from it.
+    let hits = store
+        .search(&name, &[SearchRequest::new(vec![1.0, 2.0, 0.5, 0.0], 10)])
+        .await
+        .unwrap()
+        .remove(0);
+    let mut found: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+    found.sort();
+    assert_eq!(found, s(&["b#0", "c#0", "d#0"]));
+}
+
 /// Runs every check against `store` (sequentially), for a backend's single test.
 pub async fn run_all(store: Arc<dyn VectorStore>, p: &str) {
     let s = &*store;
@@ -560,6 +641,7 @@ pub async fn run_all(store: Arc<dyn VectorStore>, p: &str) {
     dot_and_l2_metrics(s, p).await;
     empty_collection_searches_return_nothing(s, p).await;
     deletes_by_id_and_by_filter(s, p).await;
+    replace_is_one_write(s, p).await;
     concurrent_writers_lose_nothing(store.clone(), p).await;
 }
 

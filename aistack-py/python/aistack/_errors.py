@@ -32,6 +32,10 @@ class Overloaded(AistackError):
     """Too many requests at once; back off and retry."""
 
 
+class InsufficientStorage(AistackError, OSError):
+    """The store's disk is full or read-only: nothing of the write was kept; reads go on."""
+
+
 class Timeout(AistackError, TimeoutError):
     """The operation did not finish within its deadline."""
 

@@ -127,7 +127,7 @@ impl From<Error> for ApiError {
         let kind = e.kind();
         let message = if kind.shows_message() {
             // The top-level message only: sources may carry backend text.
-            bound_echoes(&e.to_string())
+            bound_echoes(&e.public_message())
         } else {
             "internal error; the server log has the details under this error_id".to_string()
         };

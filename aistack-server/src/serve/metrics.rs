@@ -161,6 +161,24 @@ impl Collector for LiveSources {
             "Embedding requests refused because the queue was full",
             b.rejected,
         )?;
+        counter(
+            &mut e,
+            "embed_rejected_wait",
+            "Embedding requests refused because they would have queued longer than embed.max_queue_wait_ms",
+            b.rejected_wait,
+        )?;
+        gauge(
+            &mut e,
+            "embed_queued_tokens",
+            "Tokens queued or computing: the work ahead of a new request",
+            b.queued_tokens as i64,
+        )?;
+        gauge(
+            &mut e,
+            "embed_tokens_per_second",
+            "Recent compute throughput that admission by wait time divides by",
+            b.tokens_per_second as i64,
+        )?;
         counter(&mut e, "embed_batches", "Forward passes run", b.batches)?;
         counter(
             &mut e,

@@ -131,6 +131,30 @@ struct Checkpoint {
     /// The scalar kind the index stores (`i8`, `bf16`, `f16`, `f32`).
     scalar: String,
     connectivity: usize,
+    /// CRC-32 and length of the index file: the index library trusts the bytes it loads, so a
+    /// damaged file must be refused before it is handed over (checkpoints without one are
+    /// rebuilt).
+    #[serde(default)]
+    file_crc: Option<u32>,
+    #[serde(default)]
+    file_len: u64,
+}
+
+/// CRC-32 and length of a file, read in 1 MiB blocks.
+fn file_crc(path: &Path) -> std::io::Result<(u32, u64)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((h.finalize(), len));
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
 }
 
 const CHECKPOINT: &str = "ann.json";
@@ -368,6 +392,7 @@ impl Ann {
         std::fs::File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(io(&path))?;
+        let (crc, len) = file_crc(&path).map_err(io(&path))?;
         let meta = Checkpoint {
             file: file.clone(),
             pos,
@@ -375,6 +400,8 @@ impl Ann {
             dims: self.dims,
             scalar: self.scalar.to_string(),
             connectivity: cfg.connectivity,
+            file_crc: Some(crc),
+            file_len: len,
         };
         let tmp = dir.join("ann.json.tmp");
         let bytes = serde_json::to_vec(&meta).map_err(|e| Error::internal("checkpoint", e))?;
@@ -407,8 +434,19 @@ impl Ann {
             return None;
         }
         let path: PathBuf = dir.join(&cp.file);
-        let index = Index::new(&options(dims, metric, cfg)).ok()?;
         let shown = path.display().to_string();
+        // Only a file named by its checkpoint and matching its checksum reaches the loader.
+        if cp.file.contains(['/', '\\']) || cp.file.starts_with('.') {
+            return None;
+        }
+        match file_crc(&path) {
+            Ok(found) if Some(found.0) == cp.file_crc && found.1 == cp.file_len => {}
+            _ => {
+                tracing::warn!(file = %shown, "the index checkpoint is missing, damaged or unverifiable; rebuilding");
+                return None;
+            }
+        }
+        let index = Index::new(&options(dims, metric, cfg)).ok()?;
         if let Err(e) = index.load(&shown) {
             tracing::warn!(file = %shown, error = %e, "cannot load the index checkpoint; rebuilding");
             return None;

@@ -101,6 +101,7 @@ impl Inner {
             root: root.to_path_buf(),
             cfg,
             collections: RwLock::new(collections),
+            write_failure: Mutex::new(None),
             _lock: lock,
         })
     }
@@ -385,6 +386,7 @@ impl Collection {
                 saved_at: Instant::now(),
                 build_failed: false,
                 lexical,
+                lexical_retry_at: None,
             }),
             state: RwLock::new(state),
             ann: Mutex::new(ann_state),

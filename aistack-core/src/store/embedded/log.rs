@@ -3,7 +3,8 @@
 //!
 //! File: the magic `AISTKLG1`, then frames `[len u32][crc32(payload) u32][crc32(len‖crc) u32]
 //! [payload]`, little-endian. Payload: op `1` upsert (`count`, then per record `id`, metadata
-//! JSON, `dims` f32s) or op `2` delete (`count`, then ids); strings are `u32 len + bytes`.
+//! JSON, `dims` f32s), op `2` delete (`count`, then ids) or op `3` batch (a delete's body, then
+//! an upsert's: one all-or-nothing write of both); strings are `u32 len + bytes`.
 //!
 //! On replay a torn tail (an incomplete last frame, or a bad last frame followed only by zeros,
 //! as a crash during an append leaves) is cut off and logged; a bad frame with valid data after
@@ -22,6 +23,7 @@ const MAGIC: &[u8; 8] = b"AISTKLG1";
 const HEADER: usize = 12;
 const OP_UPSERT: u8 = 1;
 const OP_DELETE: u8 = 2;
+const OP_BATCH: u8 = 3;
 /// Frames larger than this are refused when written and treated as corrupt when read.
 const MAX_FRAME: usize = 1 << 30;
 
@@ -32,6 +34,35 @@ pub enum Op {
     Upsert(Vec<Record>),
     /// Delete these ids.
     Delete(Vec<String>),
+    /// Delete these ids, then upsert these records, as one write (replayed whole or not at all).
+    Batch {
+        /// Ids deleted first.
+        delete: Vec<String>,
+        /// Records upserted after.
+        upsert: Vec<Record>,
+    },
+}
+
+fn put_records(out: &mut Vec<u8>, records: &[Record], dims: usize) -> Result<()> {
+    put_u32(out, records.len());
+    for r in records {
+        put_bytes(out, r.id.as_bytes());
+        let meta =
+            serde_json::to_vec(&r.metadata).map_err(|e| Error::internal("encoding metadata", e))?;
+        put_bytes(out, &meta);
+        debug_assert_eq!(r.vector.len(), dims);
+        for x in &r.vector {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    Ok(())
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[String]) {
+    put_u32(out, ids.len());
+    for id in ids {
+        put_bytes(out, id.as_bytes());
+    }
 }
 
 /// Encodes an operation's payload.
@@ -41,24 +72,17 @@ pub fn encode(op: &Op, dims: usize) -> Result<Vec<u8>> {
         Op::Upsert(records) => {
             out.reserve(5 + records.len() * (dims * 4 + 64));
             out.push(OP_UPSERT);
-            put_u32(&mut out, records.len());
-            for r in records {
-                put_bytes(&mut out, r.id.as_bytes());
-                let meta = serde_json::to_vec(&r.metadata)
-                    .map_err(|e| Error::internal("encoding metadata", e))?;
-                put_bytes(&mut out, &meta);
-                debug_assert_eq!(r.vector.len(), dims);
-                for x in &r.vector {
-                    out.extend_from_slice(&x.to_le_bytes());
-                }
-            }
+            put_records(&mut out, records, dims)?;
         }
         Op::Delete(ids) => {
             out.push(OP_DELETE);
-            put_u32(&mut out, ids.len());
-            for id in ids {
-                put_bytes(&mut out, id.as_bytes());
-            }
+            put_ids(&mut out, ids);
+        }
+        Op::Batch { delete, upsert } => {
+            out.reserve(9 + upsert.len() * (dims * 4 + 64) + delete.len() * 32);
+            out.push(OP_BATCH);
+            put_ids(&mut out, delete);
+            put_records(&mut out, upsert, dims)?;
         }
     }
     if out.len() > MAX_FRAME {
@@ -102,6 +126,37 @@ impl<'a> Cursor<'a> {
         let n = self.u32()?;
         String::from_utf8(self.take(n)?.to_vec()).ok()
     }
+
+    fn records(&mut self, dims: usize) -> Option<Vec<Record>> {
+        let n = self.u32()?;
+        let left = self.buf.len() - self.pos;
+        let mut records = Vec::with_capacity(n.min(left / (dims * 4 + 8)));
+        for _ in 0..n {
+            let id = self.string()?;
+            let meta_len = self.u32()?;
+            let metadata: Map<String, Value> = serde_json::from_slice(self.take(meta_len)?).ok()?;
+            let raw = self.take(dims * 4)?;
+            let vector = raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect();
+            records.push(Record {
+                id,
+                vector,
+                metadata,
+            });
+        }
+        Some(records)
+    }
+
+    fn ids(&mut self) -> Option<Vec<String>> {
+        let n = self.u32()?;
+        let mut ids = Vec::with_capacity(n.min((self.buf.len() - self.pos) / 4));
+        for _ in 0..n {
+            ids.push(self.string()?);
+        }
+        Some(ids)
+    }
 }
 
 /// Decodes a payload; `None` if it is malformed.
@@ -111,34 +166,14 @@ pub fn decode(payload: &[u8], dims: usize) -> Option<Op> {
         pos: 1,
     };
     let op = match *payload.first()? {
-        OP_UPSERT => {
-            let n = c.u32()?;
-            let mut records = Vec::with_capacity(n.min(payload.len() / (dims * 4 + 8)));
-            for _ in 0..n {
-                let id = c.string()?;
-                let meta_len = c.u32()?;
-                let metadata: Map<String, Value> =
-                    serde_json::from_slice(c.take(meta_len)?).ok()?;
-                let raw = c.take(dims * 4)?;
-                let vector = raw
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                    .collect();
-                records.push(Record {
-                    id,
-                    vector,
-                    metadata,
-                });
+        OP_UPSERT => Op::Upsert(c.records(dims)?),
+        OP_DELETE => Op::Delete(c.ids()?),
+        OP_BATCH => {
+            let delete = c.ids()?;
+            Op::Batch {
+                delete,
+                upsert: c.records(dims)?,
             }
-            Op::Upsert(records)
-        }
-        OP_DELETE => {
-            let n = c.u32()?;
-            let mut ids = Vec::with_capacity(n.min(payload.len() / 4));
-            for _ in 0..n {
-                ids.push(c.string()?);
-            }
-            Op::Delete(ids)
         }
         _ => return None,
     };
@@ -185,6 +220,8 @@ pub struct LogWriter {
     path: PathBuf,
     len: u64,
     last: FramePos,
+    /// A failed append left bytes past `len` that could not be cut off yet.
+    torn: bool,
 }
 
 /// Fsyncs a directory, so a create, rename or remove inside it is durable.
@@ -211,6 +248,7 @@ impl LogWriter {
             path: path.to_path_buf(),
             len: MAGIC.len() as u64,
             last: FramePos::start(),
+            torn: false,
         })
     }
 
@@ -295,26 +333,34 @@ impl LogWriter {
             path: path.to_path_buf(),
             len: pos as u64,
             last,
+            torn: false,
         })
     }
 
     /// Appends one operation and fsyncs it. On failure the file is cut back to its previous
     /// length, so a failed write (a full disk, say) leaves no partial frame behind.
     pub fn append(&mut self, payload: &[u8]) -> Result<()> {
+        let shown = || format!("appending to {}", self.path.display());
+        if self.torn {
+            // An earlier failed append could not be cut back: do it before anything follows it.
+            self.file
+                .set_len(self.len)
+                .and_then(|_| self.file.sync_data())
+                .map_err(|e| Error::io(shown(), e))?;
+            self.torn = false;
+        }
         let bytes = frame(payload);
         let result = self
             .file
             .write_all(&bytes)
             .and_then(|_| self.file.sync_data());
         if let Err(e) = result {
-            let _ = self
+            self.torn = self
                 .file
                 .set_len(self.len)
-                .and_then(|_| self.file.sync_data());
-            return Err(Error::io(
-                format!("appending to {}", self.path.display()),
-                e,
-            ));
+                .and_then(|_| self.file.sync_data())
+                .is_err();
+            return Err(Error::io(shown(), e));
         }
         self.len += bytes.len() as u64;
         self.last = FramePos {
@@ -386,9 +432,26 @@ mod tests {
         let mut w = LogWriter::create(&p).unwrap();
         let a = Op::Upsert(vec![rec("a", 1.0), rec("b", 2.0)]);
         let d = Op::Delete(vec!["a".into()]);
-        w.append(&encode(&a, 3).unwrap()).unwrap();
-        w.append(&encode(&d, 3).unwrap()).unwrap();
-        assert_eq!(replay(&p).unwrap(), vec![a, d]);
+        let b = Op::Batch {
+            delete: vec!["b".into(), "z".into()],
+            upsert: vec![rec("c", 3.0), rec("a", 4.0)],
+        };
+        for op in [&a, &d, &b] {
+            w.append(&encode(op, 3).unwrap()).unwrap();
+        }
+        assert_eq!(replay(&p).unwrap(), vec![a, d, b]);
+        // Every cut of a payload is refused, never half decoded.
+        let payload = encode(
+            &Op::Batch {
+                delete: vec!["b".into()],
+                upsert: vec![rec("c", 3.0)],
+            },
+            3,
+        )
+        .unwrap();
+        for cut in 0..payload.len() {
+            assert_eq!(decode(&payload[..cut], 3), None, "cut at {cut}");
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! types they share and the [`VectorStore`] impl, which only decides where each call runs.
 
 mod ann;
+#[doc(hidden)]
+pub mod fuzz;
 mod lexical;
 mod lifecycle;
 mod log;
@@ -49,7 +51,7 @@ use super::{
     prepare_records, prepare_requests, validate_collection_name, CollectionInfo, CollectionSpec,
     Filter, Hit, Record, SearchRequest, VectorStore,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// A `get` of at most this many ids is answered on the calling task (a hash lookup and a copy
 /// per id); a longer one moves to the blocking pool like the other reads that scan records.
@@ -92,6 +94,8 @@ struct Writer {
     build_failed: bool,
     /// The lexical index's writer; `None` until a record has text, or after it failed.
     lexical: Option<LexIndex>,
+    /// After a failure (a full disk, say), when a write may rebuild the lexical index.
+    lexical_retry_at: Option<Instant>,
 }
 
 /// One open collection.
@@ -138,6 +142,8 @@ struct Inner {
     root: PathBuf,
     cfg: AnnConfig,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+    /// The last write's failure for a full or read-only disk, until a write succeeds again.
+    write_failure: Mutex<Option<std::io::ErrorKind>>,
     _lock: File,
 }
 
@@ -166,9 +172,54 @@ impl EmbeddedStore {
             .await
             .map_err(|e| Error::internal("a store task failed", e))?
     }
+
+    /// [`EmbeddedStore::blocking`] for a write: a full or read-only disk is remembered, so
+    /// health reports it until the disk takes writes again.
+    async fn writing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let result = self.blocking(f).await;
+        self.inner.note_write(&result);
+        result
+    }
 }
 
+/// Bytes written, fsynced and removed to tell whether the disk takes writes again.
+const PROBE_BYTES: usize = 64 * 1024;
+
 impl Inner {
+    /// Remembers a write that failed for a full or read-only disk (until [`Inner::check_writable`]
+    /// sees the disk take writes again).
+    fn note_write<T>(&self, result: &Result<T>) {
+        if let Err(e @ Error::Io { source, .. }) = result {
+            if e.kind() == ErrorKind::InsufficientStorage {
+                *self.write_failure.lock() = Some(source.kind());
+            }
+        }
+    }
+
+    /// Whether the data directory takes writes: after a write failed for a full or read-only
+    /// disk, a small file is written, fsynced and removed to see if it does again.
+    fn check_writable(&self) -> Result<()> {
+        if self.write_failure.lock().is_none() {
+            return Ok(());
+        }
+        let probe = self.root.join(".write-probe");
+        let written = File::create(&probe).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &[0u8; PROBE_BYTES])?;
+            f.sync_all()
+        });
+        let _ = std::fs::remove_file(&probe);
+        match written {
+            Ok(()) => {
+                self.write_failure.lock().take();
+                Ok(())
+            }
+            Err(e) => Err(Error::io(format!("writing {}", probe.display()), e)),
+        }
+    }
+
     /// The open collection `name`, or `NotFound`.
     fn get_collection(&self, name: &str) -> Result<Arc<Collection>> {
         self.collections
@@ -192,12 +243,12 @@ impl VectorStore for EmbeddedStore {
 
     async fn create_collection(&self, spec: &CollectionSpec) -> Result<()> {
         let spec = spec.clone();
-        self.blocking(move |s| s.create(&spec, false)).await
+        self.writing(move |s| s.create(&spec, false)).await
     }
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<()> {
         let spec = spec.clone();
-        self.blocking(move |s| s.create(&spec, true)).await
+        self.writing(move |s| s.create(&spec, true)).await
     }
 
     async fn list_collections(&self) -> Result<Vec<CollectionInfo>> {
@@ -212,7 +263,7 @@ impl VectorStore for EmbeddedStore {
     async fn drop_collection(&self, name: &str) -> Result<bool> {
         validate_collection_name(name)?;
         let name = name.to_string();
-        self.blocking(move |s| s.drop_collection(&name)).await
+        self.writing(move |s| s.drop_collection(&name)).await
     }
 
     async fn upsert(&self, collection: &str, mut records: Vec<Record>) -> Result<()> {
@@ -221,7 +272,7 @@ impl VectorStore for EmbeddedStore {
         if records.is_empty() {
             return Ok(());
         }
-        self.blocking(move |_| c.write(Op::Upsert(records))).await
+        self.writing(move |_| c.write(Op::Upsert(records))).await
     }
 
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Record>> {
@@ -236,13 +287,25 @@ impl VectorStore for EmbeddedStore {
     async fn delete(&self, collection: &str, ids: &[String]) -> Result<u64> {
         let c = self.inner.get_collection(collection)?;
         let ids = ids.to_vec();
-        self.blocking(move |_| c.delete(ids)).await
+        self.writing(move |_| c.delete(ids)).await
     }
 
     async fn delete_where(&self, collection: &str, filter: &Filter) -> Result<u64> {
         let c = self.inner.get_collection(collection)?;
         let filter = filter.clone();
-        self.blocking(move |_| c.delete_where(&filter)).await
+        self.writing(move |_| c.delete_where(&filter)).await
+    }
+
+    async fn replace(
+        &self,
+        collection: &str,
+        mut records: Vec<Record>,
+        stale: &Filter,
+    ) -> Result<u64> {
+        let c = self.inner.get_collection(collection)?;
+        prepare_records(&c.spec, &mut records)?;
+        let stale = stale.clone();
+        self.writing(move |_| c.replace(records, &stale)).await
     }
 
     async fn count(&self, collection: &str, filter: Option<&Filter>) -> Result<u64> {
@@ -251,6 +314,13 @@ impl VectorStore for EmbeddedStore {
             return Ok(c.count(None));
         };
         self.blocking(move |_| Ok(c.count(Some(&filter)))).await
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        if self.inner.write_failure.lock().is_none() {
+            return Ok(());
+        }
+        self.blocking(|s| s.check_writable()).await
     }
 
     async fn search(&self, collection: &str, requests: &[SearchRequest]) -> Result<Vec<Vec<Hit>>> {

@@ -88,95 +88,107 @@ impl State {
     /// then hold: the lexical index is written from this before the records change.
     pub(super) fn plan_op<'a>(&self, op: &'a Op) -> Vec<(usize, Option<&'a str>)> {
         let mut out = Vec::new();
-        match op {
-            Op::Upsert(records) => {
-                let mut free_top = self.free.len();
-                let mut next_new = self.ids.len();
-                let mut new_ids: HashMap<&str, usize> = HashMap::new();
-                for r in records {
-                    let slot = match self
-                        .slots
-                        .get(&r.id)
-                        .copied()
-                        .or_else(|| new_ids.get(r.id.as_str()).copied())
-                    {
-                        Some(s) => s,
-                        None => {
-                            let s = if free_top > 0 {
-                                free_top -= 1;
-                                self.free[free_top]
-                            } else {
-                                next_new += 1;
-                                next_new - 1
-                            };
-                            new_ids.insert(&r.id, s);
-                            s
-                        }
+        let (delete, upsert): (&[String], &[Record]) = match op {
+            Op::Upsert(records) => (&[], records),
+            Op::Delete(ids) => (ids, &[]),
+            Op::Batch { delete, upsert } => (delete, upsert),
+        };
+        // Deletes run first: their slots go on top of the free list, their ids become new.
+        let mut freed: Vec<usize> = Vec::new();
+        let mut gone: HashSet<&str> = HashSet::new();
+        for id in delete {
+            if let Some(&s) = self.slots.get(id) {
+                if gone.insert(id) {
+                    freed.push(s);
+                    out.push((s, None));
+                }
+            }
+        }
+        let mut free_top = self.free.len();
+        let mut next_new = self.ids.len();
+        let mut new_ids: HashMap<&str, usize> = HashMap::new();
+        for r in upsert {
+            let existing = self
+                .slots
+                .get(&r.id)
+                .copied()
+                .filter(|_| !gone.contains(r.id.as_str()));
+            let slot = match existing.or_else(|| new_ids.get(r.id.as_str()).copied()) {
+                Some(s) => s,
+                None => {
+                    let s = if let Some(s) = freed.pop() {
+                        s
+                    } else if free_top > 0 {
+                        free_top -= 1;
+                        self.free[free_top]
+                    } else {
+                        next_new += 1;
+                        next_new - 1
                     };
-                    let text = r.metadata.get(TEXT_KEY).and_then(Value::as_str);
-                    out.push((slot, text));
+                    new_ids.insert(&r.id, s);
+                    s
                 }
-            }
-            Op::Delete(ids) => {
-                let mut gone = HashSet::new();
-                for id in ids {
-                    if let Some(&s) = self.slots.get(id) {
-                        if gone.insert(s) {
-                            out.push((s, None));
-                        }
-                    }
-                }
-            }
+            };
+            let text = r.metadata.get(TEXT_KEY).and_then(Value::as_str);
+            out.push((slot, text));
         }
         out
     }
 
     /// Applies a logged operation; returns the slots it changed.
     pub(super) fn apply(&mut self, op: Op) -> Vec<usize> {
-        let d = self.spec.dims;
         let mut touched = Vec::new();
         match op {
-            Op::Upsert(records) => {
-                for r in records {
-                    let slot = match self.slots.get(&r.id) {
-                        Some(&s) => s,
-                        None => {
-                            let s = match self.free.pop() {
-                                Some(s) => s,
-                                None => {
-                                    self.ids.push(None);
-                                    self.metadata.push(Map::new());
-                                    self.vectors.resize(self.vectors.len() + d, 0.0);
-                                    self.ids.len() - 1
-                                }
-                            };
-                            self.slots.insert(r.id.clone(), s);
-                            s
-                        }
-                    };
-                    self.vectors[slot * d..(slot + 1) * d].copy_from_slice(&r.vector);
-                    if self.ids[slot].is_some() {
-                        self.meta_index.remove(slot, &self.metadata[slot]);
-                    }
-                    self.meta_index.insert(slot, &r.metadata);
-                    self.metadata[slot] = r.metadata;
-                    self.ids[slot] = Some(r.id);
-                    touched.push(slot);
-                }
-            }
-            Op::Delete(ids) => {
-                for id in ids {
-                    if let Some(slot) = self.slots.remove(&id) {
-                        self.meta_index.remove(slot, &self.metadata[slot]);
-                        self.ids[slot] = None;
-                        self.metadata[slot] = Map::new();
-                        self.free.push(slot);
-                        touched.push(slot);
-                    }
-                }
+            Op::Upsert(records) => self.upsert(records, &mut touched),
+            Op::Delete(ids) => self.delete(ids, &mut touched),
+            Op::Batch { delete, upsert } => {
+                self.delete(delete, &mut touched);
+                self.upsert(upsert, &mut touched);
             }
         }
         touched
+    }
+
+    fn upsert(&mut self, records: Vec<Record>, touched: &mut Vec<usize>) {
+        let d = self.spec.dims;
+        for r in records {
+            let slot = match self.slots.get(&r.id) {
+                Some(&s) => s,
+                None => {
+                    let s = match self.free.pop() {
+                        Some(s) => s,
+                        None => {
+                            self.ids.push(None);
+                            self.metadata.push(Map::new());
+                            self.vectors.resize(self.vectors.len() + d, 0.0);
+                            self.ids.len() - 1
+                        }
+                    };
+                    self.slots.insert(r.id.clone(), s);
+                    s
+                }
+            };
+            self.vectors[slot * d..(slot + 1) * d].copy_from_slice(&r.vector);
+            if self.ids[slot].is_some() {
+                self.meta_index.remove(slot, &self.metadata[slot]);
+            }
+            self.meta_index.insert(slot, &r.metadata);
+            self.metadata[slot] = r.metadata;
+            self.ids[slot] = Some(r.id);
+            touched.push(slot);
+        }
+    }
+
+    fn delete(&mut self, ids: Vec<String>, touched: &mut Vec<usize>) {
+        for id in ids {
+            if let Some(slot) = self.slots.remove(&id) {
+                self.meta_index.remove(slot, &self.metadata[slot]);
+                self.ids[slot] = None;
+                self.metadata[slot] = Map::new();
+                self.free.push(slot);
+                touched.push(slot);
+            }
+        }
     }
 
     /// Whether `slot` holds a record (rather than being free or out of range).

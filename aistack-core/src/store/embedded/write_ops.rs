@@ -13,7 +13,7 @@ use super::log::{encode, FramePos, Op};
 use super::state::{Lexical, State};
 use super::{AnnState, Collection, Writer};
 use crate::error::{Error, Result};
-use crate::store::Filter;
+use crate::store::{Filter, Record};
 
 /// Records per frame when a log is compacted.
 const COMPACT_CHUNK: usize = 1024;
@@ -23,6 +23,8 @@ const BUILD_CHUNK: usize = 4_096;
 /// (and at least a quarter of the collection), at most once per [`CHECKPOINT_EVERY`].
 const CHECKPOINT_CHANGES: usize = 20_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// How long after a failure a write tries to rebuild the lexical index.
+const LEXICAL_RETRY: Duration = Duration::from_secs(30);
 
 /// Brings the index up to date for `slots`: live ones (re)indexed, freed ones removed.
 pub(super) fn sync_slots(ann: &Ann, state: &State, slots: &mut Vec<usize>) -> Result<()> {
@@ -63,18 +65,55 @@ impl Collection {
         Ok(n)
     }
 
+    /// Upserts `records` and deletes every other record `stale` passes, in one log frame: after
+    /// a failure or a crash either all of it is visible or none. Returns how many were deleted.
+    pub(super) fn replace(self: &Arc<Self>, records: Vec<Record>, stale: &Filter) -> Result<u64> {
+        let mut w = self.lock_writer()?;
+        // Under the writer lock no other write can change what the filter passes.
+        let delete: Vec<String> = {
+            let keep: std::collections::HashSet<&str> =
+                records.iter().map(|r| r.id.as_str()).collect();
+            self.read()
+                .ids_matching(stale)
+                .into_iter()
+                .filter(|id| !keep.contains(id.as_str()))
+                .collect()
+        };
+        let n = delete.len() as u64;
+        if delete.is_empty() && records.is_empty() {
+            return Ok(0);
+        }
+        let op = Op::Batch {
+            delete,
+            upsert: records,
+        };
+        let payload = encode(&op, self.spec.dims)?;
+        self.write_locked(&mut w, &payload, op)?;
+        Ok(n)
+    }
+
     /// Logs `op` (fsynced), writes it to the lexical index, then applies it in memory (with the
     /// lexical index's new view) and to the HNSW index. Serialized per collection.
     pub(super) fn write(self: &Arc<Self>, op: Op) -> Result<()> {
         let payload = encode(&op, self.spec.dims)?;
-        let mut w = self.writer.lock();
+        let mut w = self.lock_writer()?;
+        self.write_locked(&mut w, &payload, op)
+    }
+
+    /// The writer lock of a collection that has not been dropped.
+    fn lock_writer(&self) -> Result<parking_lot::MutexGuard<'_, Writer>> {
+        let w = self.writer.lock();
         if w.dropped {
             return Err(Error::NotFound {
                 what: format!("collection {:?}", self.spec.name),
             });
         }
-        w.log.append(&payload)?;
-        let lexical = self.lexical_write(&mut w, &op);
+        Ok(w)
+    }
+
+    fn write_locked(self: &Arc<Self>, w: &mut Writer, payload: &[u8], op: Op) -> Result<()> {
+        w.log.append(payload)?;
+        let lexical = self.lexical_write(w, &op);
         let (touched, live) = {
             let mut state = self.state.write();
             let touched = state.apply(op);
@@ -83,8 +122,13 @@ impl Collection {
             }
             (touched, state.len())
         };
-        self.index_write(&mut w, touched, live);
-        self.maybe_compact(&mut w, live)
+        self.index_write(w, touched, live);
+        // The write is durable and applied: a compaction that fails (a full disk, say) is
+        // logged and tried again on a later write, never reported as this write's failure.
+        if let Err(e) = self.maybe_compact(w, live) {
+            tracing::warn!(collection = %self.spec.name, error = %e, "cannot compact the collection log; will retry");
+        }
+        Ok(())
     }
 
     /// Writes a logged `op` to the lexical index and commits it at the log's new end, before
@@ -102,7 +146,9 @@ impl Collection {
             if !relevant {
                 return None;
             }
-            if w.lexical.is_none() && !state.lexical_failed() {
+            let retry = w.lexical_retry_at.is_some_and(|t| Instant::now() >= t);
+            if w.lexical.is_none() && (!state.lexical_failed() || retry) {
+                w.lexical_retry_at = None;
                 match LexIndex::create(&self.dir, self.spec.analyzer)
                     .and_then(|ix| ix.stage_all(&state, false).map(|()| ix))
                 {
@@ -125,10 +171,12 @@ impl Collection {
         }
     }
 
-    /// Takes the lexical index out of service after a failure.
+    /// Takes the lexical index out of service after a failure; a write after
+    /// [`LEXICAL_RETRY`] rebuilds it from the records (once the disk has room again, say).
     fn lexical_failed(&self, w: &mut Writer, e: &Error) -> Lexical {
-        tracing::error!(collection = %self.spec.name, error = %e, "lexical index update failed; lexical search is unavailable until reopen");
+        tracing::error!(collection = %self.spec.name, error = %e, retry_s = LEXICAL_RETRY.as_secs(), "lexical index update failed; lexical search is unavailable until it is rebuilt");
         w.lexical = None;
+        w.lexical_retry_at = Some(Instant::now() + LEXICAL_RETRY);
         Lexical::Failed
     }
 

@@ -12,8 +12,8 @@ use axum::Json;
 use crate::serve::state::AppState;
 use crate::serve::types::ops::{Health, ModelHealth, StoreHealth};
 
-/// Readiness: 200 when ready; 503 while the model loads, after it failed, or when the store is
-/// down. The body says which.
+/// Readiness: 200 when ready (`degraded` while the store refuses writes but serves reads); 503
+/// while the model loads, after it failed, or when the store is down. The body says which.
 #[utoipa::path(get, path = "/health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(app): State<Arc<AppState>>) -> Response {
@@ -34,9 +34,30 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
         Ok(Err(e)) => Some(e.kind().code().to_string()),
         Err(_) => Some("timeout".to_string()),
     };
+    // Reads may work while writes fail (a full or read-only disk): degraded, not down.
+    let write_error = match store_error {
+        Some(_) => None,
+        None => {
+            match tokio::time::timeout(Duration::from_secs(2), app.store.check_writable()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.kind().public().code().to_string()),
+                Err(_) => Some("timeout".to_string()),
+            }
+        }
+    };
     let ok = state == "ready" && store_error.is_none();
+    let store_status = match (&store_error, &write_error) {
+        (Some(_), _) => "down",
+        (None, Some(_)) => "degraded",
+        (None, None) => "ok",
+    };
+    let status = match (ok, &write_error) {
+        (false, _) => "unavailable",
+        (true, Some(_)) => "degraded",
+        (true, None) => "ok",
+    };
     let body = Health {
-        status: if ok { "ok" } else { "unavailable" }.to_string(),
+        status: status.to_string(),
         model: ModelHealth {
             state: state.to_string(),
             reason,
@@ -49,8 +70,9 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
         },
         store: StoreHealth {
             backend: app.store.backend().to_string(),
-            status: if store_error.is_none() { "ok" } else { "down" }.to_string(),
-            error: store_error,
+            status: store_status.to_string(),
+            writable: store_error.is_none() && write_error.is_none(),
+            error: store_error.or(write_error),
         },
         breakers: app
             .breakers

@@ -25,9 +25,11 @@ pub struct ModelHealth {
 pub struct StoreHealth {
     /// `embedded`, `pgvector` or `qdrant`.
     pub backend: String,
-    /// `ok` or `down`.
+    /// `ok`; `degraded` when reads work but writes fail (a full or read-only disk); `down`.
     pub status: String,
-    /// The error kind when down.
+    /// Whether writes work now.
+    pub writable: bool,
+    /// The error code when degraded or down (`insufficient_storage`, `unavailable`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -56,10 +58,11 @@ impl From<BreakerSnapshot> for BreakerHealth {
     }
 }
 
-/// `GET /health`: 200 only when the model is ready and the store answers.
+/// `GET /health`: 200 when the model is ready and the store answers reads (`degraded` when
+/// the store refuses writes), 503 otherwise.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` or `unavailable`.
+    /// `ok`, `degraded` (reads and embeddings served, writes failing) or `unavailable`.
     pub status: String,
     /// The embedding model.
     pub model: ModelHealth,

@@ -1,0 +1,220 @@
+//! Admission under overload: closed-loop clients POST `/v1/embeddings` (8 sentences each, the
+//! embedding cache off) to a real `aistack serve` with 16 request slots. First unloaded (one
+//! client: the latency every other figure is held against; then 16 clients, as many as there
+//! are slots: the goodput a full server keeps up), then 64 clients (4× the slots), once with
+//! admission by count only (`embed.max_queue_wait_ms = 0`) and once with admission by wait time
+//! at the given bound. A refused client backs off 10 ms and tries again. Prints one JSON line per
+//! phase and a verdict against the hardening issue's goals: admitted p99 ≤ 3× the unloaded p99,
+//! rejections answered in ≤ 10 ms at p99, goodput ≥ 90% of the unloaded maximum.
+//!
+//! Usage: `admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS]`
+//! e.g. `admission-bench target/release/aistack 20 250`
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aistack_benches::{free_port, model_dir, sentences, ServerProcess};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+/// Starts `aistack serve` with 16 request slots, no embedding cache, and `max_queue_wait_ms`;
+/// returns it and its base URL once it is ready.
+async fn start(
+    bin: &str,
+    max_queue_wait_ms: u64,
+    client: &reqwest::Client,
+) -> (ServerProcess, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(bin)
+        .arg("serve")
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--model",
+            &model_dir(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("AISTACK__SERVER__MAX_CONCURRENT_REQUESTS", "16")
+        .env("AISTACK__CACHE__EMBEDDINGS_MAX_BYTES", "0")
+        .env(
+            "AISTACK__EMBED__MAX_QUEUE_WAIT_MS",
+            max_queue_wait_ms.to_string(),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("aistack serve starts");
+    let server = ServerProcess(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the server never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The temporary directory must outlive the server: leak it for the process's lifetime.
+    std::mem::forget(dir);
+    (server, base)
+}
+
+/// What one phase saw.
+#[derive(Default)]
+struct Tally {
+    ok: Vec<Duration>,
+    refused: Vec<Duration>,
+    retry_after_s: Vec<u64>,
+    failed: u64,
+}
+
+fn ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// Runs `clients` closed-loop clients for `secs` against `base`; each request is 8 sentences
+/// picked from the corpus in a client's own order.
+async fn phase(
+    client: &reqwest::Client,
+    base: &str,
+    clients: usize,
+    secs: u64,
+    corpus: &Arc<Vec<String>>,
+) -> Tally {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let end = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, tally, corpus) = (client.clone(), tally.clone(), corpus.clone());
+            let url = format!("{base}/v1/embeddings");
+            tokio::spawn(async move {
+                let mut i = c * 7919;
+                while Instant::now() < end {
+                    let input: Vec<&str> = (0..8)
+                        .map(|k| corpus[(i + k * 211) % corpus.len()].as_str())
+                        .collect();
+                    i += 8;
+                    let t = Instant::now();
+                    let r = client
+                        .post(&url)
+                        .json(&json!({"input": input, "model": "all-MiniLM-L6-v2"}))
+                        .send()
+                        .await;
+                    let status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                    let retry = r.as_ref().ok().and_then(|r| {
+                        r.headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok())
+                    });
+                    let body_ok = match r {
+                        Ok(r) if status == 200 => r
+                            .json::<Value>()
+                            .await
+                            .is_ok_and(|v| v["data"].as_array().is_some_and(|d| d.len() == 8)),
+                        Ok(r) => r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    let took = t.elapsed();
+                    let mut tally = tally.lock().await;
+                    match (status, body_ok) {
+                        (200, true) => tally.ok.push(took),
+                        (429, true) => {
+                            tally.refused.push(took);
+                            tally.retry_after_s.extend(retry);
+                        }
+                        _ => tally.failed += 1,
+                    }
+                    drop(tally);
+                    if status == 429 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut tally = Arc::try_unwrap(tally).ok().unwrap().into_inner();
+    tally.ok.sort();
+    tally.refused.sort();
+    tally
+}
+
+fn report(name: &str, clients: usize, secs: u64, t: &Tally) -> (f64, f64, f64) {
+    let goodput = t.ok.len() as f64 / secs as f64;
+    let line = json!({
+        "phase": name,
+        "clients": clients,
+        "goodput_rps": (goodput * 10.0).round() / 10.0,
+        "admitted": t.ok.len(),
+        "admitted_p50_ms": ms(&t.ok, 0.5),
+        "admitted_p99_ms": ms(&t.ok, 0.99),
+        "refused": t.refused.len(),
+        "refused_p50_ms": ms(&t.refused, 0.5),
+        "refused_p99_ms": ms(&t.refused, 0.99),
+        "retry_after_s_max": t.retry_after_s.iter().max(),
+        "failed": t.failed,
+    });
+    println!("{line}");
+    (goodput, ms(&t.ok, 0.99), ms(&t.refused, 0.99))
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bin = args
+        .get(1)
+        .expect("usage: admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS]");
+    let secs: u64 = args.get(2).map_or(20, |s| s.parse().unwrap());
+    let bound: u64 = args.get(3).map_or(250, |s| s.parse().unwrap());
+    let corpus = Arc::new(sentences());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+
+    let (server, base) = start(bin, 0, &client).await;
+    // Warm up (first passes allocate), then the phases.
+    phase(&client, &base, 2, 2, &corpus).await;
+    let one = phase(&client, &base, 1, secs, &corpus).await;
+    let (_, unloaded_p99, _) = report("unloaded", 1, secs, &one);
+    let full = phase(&client, &base, 16, secs, &corpus).await;
+    let (max_goodput, _, _) = report("slots_full", 16, secs, &full);
+    let by_count = phase(&client, &base, 64, secs, &corpus).await;
+    report("overload_by_count", 64, secs, &by_count);
+    drop(server);
+
+    let (_server, base) = start(bin, bound, &client).await;
+    phase(&client, &base, 2, 2, &corpus).await;
+    let by_wait = phase(&client, &base, 64, secs, &corpus).await;
+    let (goodput, p99, refused_p99) = report("overload_by_wait", 64, secs, &by_wait);
+    println!(
+        "{}",
+        json!({
+            "max_queue_wait_ms": bound,
+            "admitted_p99_over_unloaded_p99": (p99 / unloaded_p99 * 100.0).round() / 100.0,
+            "goal_admitted_p99": p99 <= 3.0 * unloaded_p99,
+            "refused_p99_ms": refused_p99,
+            "goal_refused_p99": refused_p99.is_nan() || refused_p99 <= 10.0,
+            "goodput_over_max": (goodput / max_goodput * 1000.0).round() / 1000.0,
+            "goal_goodput": goodput >= 0.9 * max_goodput,
+        })
+    );
+}
