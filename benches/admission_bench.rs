@@ -3,8 +3,9 @@
 //! client: the latency every other figure is held against; then 16 clients, as many as there
 //! are slots: the goodput a full server keeps up), then 64 clients (4× the slots), once with
 //! admission by count only (`embed.max_queue_wait_ms = 0`) and once with admission by wait time
-//! at the given bound. A refused client backs off 10 ms and tries again. Prints one JSON line per
-//! phase and a verdict against the hardening issue's goals: admitted p99 ≤ 3× the unloaded p99,
+//! at the given bound. A refused client waits what the answer says (`retry-after-ms`, else
+//! `Retry-After`, plus up to 50% jitter), as OpenAI's client does; a last phase has clients that
+//! ignore it and come back after 10 ms. Prints one JSON line per phase and a verdict against the hardening issue's goals: admitted p99 ≤ 3× the unloaded p99,
 //! rejections answered in ≤ 10 ms at p99, goodput ≥ 90% of the unloaded maximum.
 //!
 //! Usage: `admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS]`
@@ -93,6 +94,7 @@ async fn phase(
     clients: usize,
     secs: u64,
     corpus: &Arc<Vec<String>>,
+    honour: bool,
 ) -> Tally {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let end = Instant::now() + Duration::from_secs(secs);
@@ -114,12 +116,16 @@ async fn phase(
                         .send()
                         .await;
                     let status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
-                    let retry = r.as_ref().ok().and_then(|r| {
-                        r.headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<u64>().ok())
-                    });
+                    let header = |name: &str| {
+                        r.as_ref().ok().and_then(|r| {
+                            r.headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<u64>().ok())
+                        })
+                    };
+                    let retry = header("retry-after");
+                    let retry_ms = header("retry-after-ms");
                     let body_ok = match r {
                         Ok(r) if status == 200 => r
                             .json::<Value>()
@@ -140,7 +146,19 @@ async fn phase(
                     }
                     drop(tally);
                     if status == 429 {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        // As OpenAI's client does: `retry-after-ms` first, then `Retry-After`;
+                        // plus up to 50% jitter so refused clients do not return in step. A
+                        // client that ignores both comes back after 10 ms.
+                        let base = match (retry_ms, retry, honour) {
+                            (Some(ms), _, true) => ms,
+                            (None, Some(s), true) => s * 1000,
+                            _ => 10,
+                        };
+                        i = i
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let jitter = (i as u64 >> 33) % (base / 2 + 1);
+                        tokio::time::sleep(Duration::from_millis(base + jitter)).await;
                     }
                 }
             })
@@ -192,19 +210,23 @@ async fn main() {
 
     let (server, base) = start(bin, 0, &client).await;
     // Warm up (first passes allocate), then the phases.
-    phase(&client, &base, 2, 2, &corpus).await;
-    let one = phase(&client, &base, 1, secs, &corpus).await;
+    phase(&client, &base, 2, 2, &corpus, true).await;
+    let one = phase(&client, &base, 1, secs, &corpus, true).await;
     let (_, unloaded_p99, _) = report("unloaded", 1, secs, &one);
-    let full = phase(&client, &base, 16, secs, &corpus).await;
+    let full = phase(&client, &base, 16, secs, &corpus, true).await;
     let (max_goodput, _, _) = report("slots_full", 16, secs, &full);
-    let by_count = phase(&client, &base, 64, secs, &corpus).await;
+    let by_count = phase(&client, &base, 64, secs, &corpus, true).await;
     report("overload_by_count", 64, secs, &by_count);
     drop(server);
 
     let (_server, base) = start(bin, bound, &client).await;
-    phase(&client, &base, 2, 2, &corpus).await;
-    let by_wait = phase(&client, &base, 64, secs, &corpus).await;
+    phase(&client, &base, 2, 2, &corpus, true).await;
+    let by_wait = phase(&client, &base, 64, secs, &corpus, true).await;
     let (goodput, p99, refused_p99) = report("overload_by_wait", 64, secs, &by_wait);
+    // Clients that ignore the retry hints and come back after 10 ms.
+    let hammer = phase(&client, &base, 64, secs, &corpus, false).await;
+    let (_, _, hammered_p99) = report("overload_by_wait_ignoring_retry_after", 64, secs, &hammer);
+    let refused_p99 = refused_p99.max(hammered_p99);
     println!(
         "{}",
         json!({

@@ -156,6 +156,10 @@ impl Default for ServerSettings {
     }
 }
 
+/// The bound of admission by wait time in `aistack serve` and `aistack mcp` when
+/// `embed.max_queue_wait_ms` is not set, in milliseconds.
+pub const SERVER_MAX_QUEUE_WAIT_MS: u64 = 250;
+
 /// The embeddings engine: which model, its limits and its batching.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -183,8 +187,10 @@ pub struct EmbedSettings {
     /// Admission by wait time: an embeddings request, or a search that embeds its query, is
     /// refused at once (429, `Retry-After` from the estimate) when the queue ahead of it would
     /// take longer than this to compute, in milliseconds. Ingestion queues instead (up to
-    /// `max_concurrent_requests` and its deadline). `0` admits by count only.
-    pub max_queue_wait_ms: u64,
+    /// `max_concurrent_requests` and its deadline). `0` admits by count only. Unset: 250 ms
+    /// in the servers ([`SERVER_MAX_QUEUE_WAIT_MS`]), off in-process (the library, the CLI
+    /// and Python own their callers' concurrency).
+    pub max_queue_wait_ms: Option<u64>,
     /// Attempts at loading (downloading) the model before the engine reports `Failed`.
     pub load_attempts: u32,
     /// Compute threads of the model; `0` means one per core.
@@ -204,7 +210,7 @@ impl Default for EmbedSettings {
             max_batch_requests: 64,
             max_concurrent_requests: 512,
             request_timeout_ms: 30_000,
-            max_queue_wait_ms: 250,
+            max_queue_wait_ms: None,
             load_attempts: 5,
             threads: 0,
         }
@@ -217,9 +223,20 @@ impl EmbedSettings {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    /// The queueing bound of latency-bound requests; `None` when `max_queue_wait_ms` is 0.
+    /// The queueing bound of latency-bound requests; `None` when `max_queue_wait_ms` is unset
+    /// or 0.
     pub fn max_queue_wait(&self) -> Option<Duration> {
-        (self.max_queue_wait_ms > 0).then(|| Duration::from_millis(self.max_queue_wait_ms))
+        self.max_queue_wait_ms
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis)
+    }
+
+    /// These settings as a server runs them: admission by wait time on
+    /// ([`SERVER_MAX_QUEUE_WAIT_MS`]) unless configured.
+    pub fn for_server(&self) -> Self {
+        let mut s = self.clone();
+        s.max_queue_wait_ms.get_or_insert(SERVER_MAX_QUEUE_WAIT_MS);
+        s
     }
 }
 
@@ -550,6 +567,26 @@ mod tests {
         assert!(s.server.bind.ip().is_loopback());
         assert_eq!(s.embed.max_inputs_per_request, 32);
         assert_eq!(s.embed.max_input_chars, 10_000);
+    }
+
+    #[test]
+    fn admission_by_wait_is_on_in_servers_and_off_in_process_unless_set() {
+        let s = Settings::load_with(None, Environment::Dev, no_vars()).unwrap();
+        assert_eq!(s.embed.max_queue_wait(), None);
+        let served = s.embed.for_server();
+        assert_eq!(
+            served.max_queue_wait(),
+            Some(Duration::from_millis(SERVER_MAX_QUEUE_WAIT_MS))
+        );
+        let mut off = s.embed.clone();
+        off.max_queue_wait_ms = Some(0);
+        assert_eq!(off.for_server().max_queue_wait(), None);
+        let mut set = s.embed;
+        set.max_queue_wait_ms = Some(80);
+        assert_eq!(
+            set.for_server().max_queue_wait(),
+            Some(Duration::from_millis(80))
+        );
     }
 
     #[test]

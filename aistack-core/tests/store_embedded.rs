@@ -564,6 +564,7 @@ async fn batches_are_all_or_nothing_under_kill_9() {
     };
     let mut next = 0u64;
     let mut in_flight_seen = 0;
+    let mut reopen = (Duration::MAX, Duration::ZERO);
     for round in 0..12 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -601,7 +602,10 @@ async fn batches_are_all_or_nothing_under_kill_9() {
         child.wait().unwrap();
         let acked = acked.expect("the child acknowledged requests");
 
+        let opening = Instant::now();
         let store = EmbeddedStore::open(dir.path()).await.unwrap();
+        let took = opening.elapsed();
+        reopen = (reopen.0.min(took), reopen.1.max(took));
         // The newest request visible: the last acknowledged one, or the one in flight.
         let all_ids: Vec<String> = (0..24)
             .flat_map(|d| (0..6).map(move |c| format!("d{d}#{c}")))
@@ -659,6 +663,8 @@ async fn batches_are_all_or_nothing_under_kill_9() {
         next = last + 1;
     }
     eprintln!(
-        "12 kill points, {in_flight_seen} of them after an unacknowledged request was applied"
+        "12 kill points, {in_flight_seen} of them after an unacknowledged request was applied; \
+         reopen took {:?} to {:?}",
+        reopen.0, reopen.1
     );
 }

@@ -183,3 +183,41 @@ def test_the_embedded_store_is_not_shared_with_a_forked_child(tmp_path, embedder
         out = pool.apply_async(_use_parent_store).get(timeout=120)
     assert out.startswith("unavailable") and "forked" in out
     assert col.count() == 4
+
+
+def test_a_full_disk_raises_insufficient_storage_and_reads_go_on(tmp_path):
+    import os
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        store = aistack.VectorStore("embedded", path=str(mnt / "data"))
+        col = store.get_or_create_collection("full", dim=4, metric="cosine")
+        col.upsert(["kept"], embeddings=np.array([[1.0, 0.0, 0.0, 0.0]]), metadatas=[{"k": 1}])
+        filler = mnt / "filler"
+        with open(filler, "wb", buffering=0) as f:
+            for block in (65536, 512, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * block)
+                except OSError:
+                    pass
+        vecs = np.random.default_rng(1).random((64, 4)).astype(np.float32)
+        with pytest.raises(aistack.InsufficientStorage) as e:
+            col.upsert([f"lost{i}" for i in range(64)], embeddings=vecs, metadatas=[{"blob": "x" * 500}] * 64)
+        assert e.value.code == "insufficient_storage" and isinstance(e.value, OSError)
+        # Reads go on, and nothing of the refused batch is there.
+        assert col.count() == 1
+        assert col.get(["lost0", "lost63"]) == []
+        assert col.query(embedding=np.array([1.0, 0.0, 0.0, 0.0]), k=5)[0].id == "kept"
+        # Space returns: the same batch is written.
+        os.remove(filler)
+        col.upsert([f"lost{i}" for i in range(64)], embeddings=vecs, metadatas=[{"blob": "x" * 500}] * 64)
+        assert col.count() == 65
+        del col, store
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])

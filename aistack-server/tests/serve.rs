@@ -540,9 +540,13 @@ fn a_request_shed_while_its_body_arrives_is_answered_with_connection_close() {
         )
     };
     // The only slot is held by a request whose body is still coming.
-    let mut holder = TcpStream::connect(s.addr).unwrap();
-    holder.write_all(head(100).as_bytes()).unwrap();
-    holder.write_all(b"{\"name\"").unwrap();
+    let hold = || {
+        let mut holder = TcpStream::connect(s.addr).unwrap();
+        holder.write_all(head(100).as_bytes()).unwrap();
+        holder.write_all(b"{\"name\"").unwrap();
+        holder
+    };
+    let mut holder = hold();
     // Wait until it holds the slot: a bodiless API request is shed then.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -558,6 +562,14 @@ fn a_request_shed_while_its_body_arrives_is_answered_with_connection_close() {
             Instant::now() < deadline,
             "the slot was never taken: {answer}"
         );
+        // A probe that held the slot when the holder's request came in got the holder shed:
+        // it was answered (or closed), so it holds nothing; start it again.
+        holder.set_nonblocking(true).unwrap();
+        let answered = !matches!(holder.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        holder.set_nonblocking(false).unwrap();
+        if answered {
+            holder = hold();
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     // Another, shed with most of its body unsent: the answer says the connection closes, and
@@ -1391,4 +1403,198 @@ async fn a_full_disk_is_507_health_degraded_reads_go_on_and_nothing_half_written
     let (code, h) = health(&s).await;
     assert_eq!((code, &h["status"]), (200, &json!("ok")), "{h}");
     assert_eq!(h["store"]["writable"], true, "{h}");
+}
+
+/// What `openssl s_client` says when it offers only `version` to `addr`.
+fn openssl_handshake(addr: SocketAddr, version: &str) -> Option<String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), version])
+        .args(["-cipher", "DEFAULT:@SECLEVEL=0", "-servername", "localhost"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    Some(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// TLS 1.0 and 1.1 offered by a real client are refused by the server itself (it answers
+/// with an alert), while TLS 1.2 and 1.3 are accepted.
+#[tokio::test]
+async fn tls_1_0_and_1_1_are_refused_by_the_server() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED: no openssl binary; the TLS downgrade test did not run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cp, kp) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cp, cert.cert.pem()).unwrap();
+    std::fs::write(&kp, cert.signing_key.serialize_pem()).unwrap();
+    let s = start(
+        &model(),
+        &[],
+        &[
+            "--tls-cert",
+            cp.to_str().unwrap(),
+            "--tls-key",
+            kp.to_str().unwrap(),
+        ],
+    );
+    for good in ["-tls1_2", "-tls1_3"] {
+        let out = openssl_handshake(s.addr, good).unwrap();
+        assert!(
+            out.contains("BEGIN CERTIFICATE") || out.contains("Server certificate"),
+            "{good}: {out}"
+        );
+    }
+    for old in ["-tls1", "-tls1_1"] {
+        let out = openssl_handshake(s.addr, old).unwrap();
+        if out.contains("no protocols available") || out.contains("unknown option") {
+            eprintln!(
+                "SKIPPED {old}: this openssl cannot offer it ({})",
+                out.lines().next().unwrap_or("")
+            );
+            continue;
+        }
+        assert!(
+            !out.contains("BEGIN CERTIFICATE"),
+            "{old} was accepted: {out}"
+        );
+        // The refusal is the server's: an alert came back (rustls answers handshake_failure).
+        assert!(
+            out.contains("SSL alert number"),
+            "{old}: refused by the server: {out}"
+        );
+    }
+}
+
+/// SIGTERM while requests are in flight: every one of them is answered in full, then the
+/// process exits 0; a connection made after the signal is not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_finishes_every_request_in_flight() {
+    let mut s = start(
+        &model(),
+        &[("AISTACK__SERVER__SHUTDOWN_GRACE_MS", "30000")],
+        &[],
+    );
+    wait_ready(&s).await;
+    let c = client();
+    let calls: Vec<_> = (0..12)
+        .map(|j| {
+            let c = c.clone();
+            let u = format!("{}/v1/embeddings", s.base);
+            let t: Vec<String> = (0..32)
+                .map(|i| format!("request {j} sentence {i}: shutting down while busy is routine"))
+                .collect();
+            tokio::spawn(async move { c.post(u).json(&json!({"input": t})).send().await })
+        })
+        .collect();
+    // Let the requests reach the server, then stop it while they are being answered.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for call in calls {
+        let r = call
+            .await
+            .unwrap()
+            .expect("an in-flight request is answered");
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), 32, "answered in full");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        TcpStream::connect(s.addr).is_err(),
+        "nothing listens after the exit"
+    );
+}
+
+/// Requests with hundreds of distinct paths, methods and model names leave the number of
+/// metric series as it was: labels come from fixed sets (route templates, known methods).
+#[tokio::test]
+async fn a_flood_of_distinct_labels_does_not_grow_the_metrics() {
+    let s = start(
+        &model(),
+        &[("AISTACK__SERVER__PUBLIC_METRICS", "true")],
+        &[],
+    );
+    wait_ready(&s).await;
+    let c = client();
+    let series = || {
+        let c = c.clone();
+        let u = format!("{}/metrics", s.base);
+        async move {
+            let text = c.get(u).send().await.unwrap().text().await.unwrap();
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .map(|l| l.split(' ').next().unwrap().to_string())
+                .collect::<std::collections::BTreeSet<String>>()
+        }
+    };
+    // One of each kind first, so the series the flood may touch exist.
+    c.get(format!("{}/no/such/path", s.base))
+        .send()
+        .await
+        .unwrap();
+    c.post(format!("{}/v1/embeddings", s.base))
+        .json(&json!({"input": "x", "model": "no-such-model"}))
+        .send()
+        .await
+        .unwrap();
+    let method = reqwest::Method::from_bytes(b"BREW").unwrap();
+    c.request(method, format!("{}/v1/embeddings", s.base))
+        .send()
+        .await
+        .unwrap();
+    c.post(format!("{}/v1/collections/primed/search", s.base))
+        .json(&json!({"query": "x"}))
+        .send()
+        .await
+        .unwrap();
+    // A first scrape adds /metrics' own series.
+    series().await;
+    let before = series().await;
+    for i in 0..300 {
+        c.get(format!("{}/flood/{i}/{}", s.base, "x".repeat(i % 50)))
+            .send()
+            .await
+            .unwrap();
+        c.post(format!("{}/v1/embeddings", s.base))
+            .json(&json!({"input": "x", "model": format!("model-{i}")}))
+            .send()
+            .await
+            .unwrap();
+        let method = reqwest::Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+        c.request(method, format!("{}/v1/embeddings", s.base))
+            .send()
+            .await
+            .unwrap();
+        c.post(format!("{}/v1/collections/c{i}/search", s.base))
+            .json(&json!({"query": "x"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let after = series().await;
+    let new: Vec<&String> = after.difference(&before).collect();
+    assert!(new.is_empty(), "{} new series: {new:?}", new.len());
+    assert!(after.len() < 400, "{} series", after.len());
+    assert!(!after
+        .iter()
+        .any(|l| l.contains("flood") || l.contains("model-1") || l.contains("M1")));
 }

@@ -260,6 +260,9 @@ fn copy_quoted(chars: &mut std::str::Chars<'_>, quote: char, out: &mut String) {
     }
 }
 
+/// `Retry-After` in milliseconds (`retry-after-ms`), beside the standard header in seconds.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
 /// Whole seconds, rounded up, at least 1: a client must not come back before the time is up.
 pub fn retry_after_secs(after: Duration) -> u64 {
     after.as_millis().div_ceil(1000).max(1) as u64
@@ -276,6 +279,12 @@ impl IntoResponse for ApiError {
             h.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs(after)),
+            );
+            // The same in milliseconds, as OpenAI's and Azure's clients read it first: a full
+            // queue that drains in 300 ms need not keep a client away for a whole second.
+            h.insert(
+                RETRY_AFTER_MS,
+                HeaderValue::from(after.as_millis().max(1) as u64),
             );
         }
         if close {
@@ -443,8 +452,17 @@ mod tests {
         let resp = open.into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "8");
+        assert_eq!(resp.headers()[RETRY_AFTER_MS], "7200");
         let busy = ApiError::overloaded().into_response();
         assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        let full = ApiError::from(Error::QueueFull {
+            wait: Duration::from_millis(340),
+            bound: Duration::from_millis(250),
+        })
+        .into_response();
+        assert_eq!(full.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(full.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(full.headers()[RETRY_AFTER_MS], "340");
         let bad = ApiError::invalid("x").into_response();
         assert!(bad.headers().get(header::RETRY_AFTER).is_none());
     }

@@ -78,7 +78,7 @@ pub async fn open_app(
     store_args: &StoreArgs,
     settings: &Settings,
 ) -> Result<(Arc<AppState>, OpenedStore)> {
-    let engine = EmbeddingEngine::start(settings.embed.clone(), settings.cache.clone());
+    let engine = EmbeddingEngine::start(settings.embed.for_server(), settings.cache.clone());
     let breakers = Arc::new(BreakerRegistry::new());
     let store_config = store_args.config()?;
     let shared = store_config.is_shared();
