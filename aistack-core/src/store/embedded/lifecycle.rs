@@ -101,7 +101,7 @@ impl Inner {
             root: root.to_path_buf(),
             cfg,
             collections: RwLock::new(collections),
-            write_failure: Mutex::new(None),
+            write_failed: AtomicBool::new(false),
             _lock: lock,
         })
     }

@@ -34,7 +34,7 @@ mod write_ops;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -142,8 +142,9 @@ struct Inner {
     root: PathBuf,
     cfg: AnnConfig,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
-    /// The last write's failure for a full or read-only disk, until a write succeeds again.
-    write_failure: Mutex<Option<std::io::ErrorKind>>,
+    /// A write failed for a full or read-only disk, and no probe has seen the disk take
+    /// writes since ([`Inner::check_writable`]).
+    write_failed: AtomicBool,
     _lock: File,
 }
 
@@ -192,19 +193,14 @@ impl Inner {
     /// Remembers a write that failed for a full or read-only disk (until [`Inner::check_writable`]
     /// sees the disk take writes again).
     fn note_write<T>(&self, result: &Result<T>) {
-        if let Err(e @ Error::Io { source, .. }) = result {
-            if e.kind() == ErrorKind::InsufficientStorage {
-                *self.write_failure.lock() = Some(source.kind());
-            }
+        if matches!(result, Err(e) if e.kind() == ErrorKind::InsufficientStorage) {
+            self.write_failed.store(true, Ordering::Relaxed);
         }
     }
 
     /// Whether the data directory takes writes: after a write failed for a full or read-only
     /// disk, a small file is written, fsynced and removed to see if it does again.
     fn check_writable(&self) -> Result<()> {
-        if self.write_failure.lock().is_none() {
-            return Ok(());
-        }
         let probe = self.root.join(".write-probe");
         let written = File::create(&probe).and_then(|mut f| {
             std::io::Write::write_all(&mut f, &[0u8; PROBE_BYTES])?;
@@ -213,7 +209,7 @@ impl Inner {
         let _ = std::fs::remove_file(&probe);
         match written {
             Ok(()) => {
-                self.write_failure.lock().take();
+                self.write_failed.store(false, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => Err(Error::io(format!("writing {}", probe.display()), e)),
@@ -317,7 +313,7 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn check_writable(&self) -> Result<()> {
-        if self.inner.write_failure.lock().is_none() {
+        if !self.inner.write_failed.load(Ordering::Relaxed) {
             return Ok(());
         }
         self.blocking(|s| s.check_writable()).await
