@@ -1,7 +1,8 @@
 //! Admission under overload: closed-loop clients POST `/v1/embeddings` (8 sentences each, the
 //! embedding cache off) to a real `aistack serve` with 16 request slots. First unloaded (one
 //! client: the latency every other figure is held against; then 16 clients, as many as there
-//! are slots: the goodput a full server keeps up), then 64 clients (4× the slots), once with
+//! are slots: the goodput a full server keeps up; then 2, 3, 4 and 8 clients, the latency and
+//! goodput the model's batch efficiency allows at each depth, with no refusals), then 64 clients (4× the slots), once with
 //! admission by count only (`embed.max_queue_wait_ms = 0`) and once with admission by wait time
 //! at the given bound. A refused client waits what the answer says (`retry-after-ms`, else
 //! `Retry-After`, plus up to 50% jitter), as OpenAI's client does; a last phase has clients that
@@ -215,6 +216,10 @@ async fn main() {
     let (_, unloaded_p99, _) = report("unloaded", 1, secs, &one);
     let full = phase(&client, &base, 16, secs, &corpus, true).await;
     let (max_goodput, _, _) = report("slots_full", 16, secs, &full);
+    for c in [2usize, 3, 4, 8] {
+        let t = phase(&client, &base, c, secs, &corpus, true).await;
+        report("closed_loop", c, secs, &t);
+    }
     let by_count = phase(&client, &base, 64, secs, &corpus, true).await;
     report("overload_by_count", 64, secs, &by_count);
     drop(server);

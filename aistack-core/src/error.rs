@@ -271,8 +271,10 @@ impl Error {
                 retry_after: Some(d),
                 ..
             } => Some(*d),
-            // The queue drains at about the rate it was measured at: back by then.
-            Error::QueueFull { wait, .. } => Some(*wait),
+            // Under sustained overload admission keeps the queue near its bound, so the queue
+            // a retry finds once the work ahead is done has refilled by about one bound: asking
+            // for `wait + bound` halves the refusals that asking for `wait` gets.
+            Error::QueueFull { wait, bound } => Some(*wait + *bound),
             _ => self.kind().retry_hint(),
         }
     }

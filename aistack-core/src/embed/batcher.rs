@@ -219,14 +219,59 @@ impl Batcher {
         seqs: Vec<Vec<u32>>,
         timeout: Duration,
     ) -> Result<Vec<Vec<f32>>> {
+        self.enqueue(admission, seqs, timeout, false).await
+    }
+
+    /// As [`Batcher::submit`], for a latency-bound request: the wait bound is checked and the
+    /// request's tokens added to the queue in one step, so requests admitted at the same moment
+    /// cannot together overshoot the bound (each sees the others' tokens).
+    pub async fn submit_bounded(
+        &self,
+        admission: Admission,
+        seqs: Vec<Vec<u32>>,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<f32>>> {
+        self.enqueue(admission, seqs, timeout, true).await
+    }
+
+    /// Adds `tokens` to the queue; when `bounded`, only if the tokens already ahead are within
+    /// the wait bound at the measured rate.
+    fn reserve(&self, tokens: usize, bounded: bool) -> Result<()> {
+        let queued = &self.counters.queued_tokens;
+        let add = tokens as u64;
+        let (true, Some(bound), Some(rate)) = (bounded, self.max_queue_wait, self.counters.rate())
+        else {
+            queued.fetch_add(add, Ordering::Relaxed);
+            return Ok(());
+        };
+        let limit = bound.as_secs_f64() * rate;
+        match queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+            (q as f64 <= limit).then_some(q + add)
+        }) {
+            Ok(_) => Ok(()),
+            Err(ahead) => {
+                self.counters.rejected_wait.fetch_add(1, Ordering::Relaxed);
+                Err(Error::QueueFull {
+                    wait: Duration::from_secs_f64(ahead as f64 / rate),
+                    bound,
+                })
+            }
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        admission: Admission,
+        seqs: Vec<Vec<u32>>,
+        timeout: Duration,
+        bounded: bool,
+    ) -> Result<Vec<Vec<f32>>> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
         let tokens = job_tokens(&seqs);
-        self.counters
-            .queued_tokens
-            .fetch_add(tokens as u64, Ordering::Relaxed);
+        self.reserve(tokens, bounded)?;
         let job = Job {
             seqs,
             reply,
@@ -674,6 +719,83 @@ mod tests {
         assert_eq!(h.await.unwrap().unwrap().len(), 4);
         assert_eq!(b.stats().queued_tokens, 0);
         b.check_wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn bounded_submits_arriving_together_cannot_overshoot_the_bound() {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel();
+        let rec = Arc::new(Recorder {
+            gate: Mutex::new(Some(gate_rx)),
+            ..Default::default()
+        });
+        let mut config = cfg(1000, 64, 64);
+        config.max_queue_wait = Some(Duration::from_millis(50));
+        let b = Arc::new(Batcher::start(rec, config).unwrap());
+        // Measure the rate: one pass of 10 tokens held 100 ms (up to 500 ms however late the
+        // thread runs), 20 to 100 tokens a second, so the bound lets 1 to 5 tokens be ahead of an
+        // admitted request.
+        let b2 = b.clone();
+        let h =
+            tokio::spawn(async move { b2.submit(b2.admit().unwrap(), vec![seq(10, 1)], T).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate_tx.send(()).unwrap();
+        h.await.unwrap().unwrap();
+        // Hold the thread on a pass of 1 token, so the queue is not empty.
+        let b2 = b.clone();
+        let held =
+            tokio::spawn(async move { b2.submit(b2.admit().unwrap(), vec![seq(1, 2)], T).await });
+        while b.stats().queued_tokens < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Twenty requests of 10 tokens arrive together: each passes the early check (1 token
+        // ahead), but as they join the queue only the first finds few enough tokens ahead.
+        let admissions: Vec<Admission> = (0..20)
+            .map(|_| {
+                b.check_wait().unwrap();
+                b.admit().unwrap()
+            })
+            .collect();
+        let mut tasks = Vec::new();
+        for (i, a) in admissions.into_iter().enumerate() {
+            let b2 = b.clone();
+            tasks.push(tokio::spawn(async move {
+                b2.submit_bounded(a, vec![seq(10, i as u32)], T).await
+            }));
+        }
+        // The refused answer at once, while the thread is still held.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.stats().rejected_wait < 19 {
+            assert!(Instant::now() < deadline, "{:?}", b.stats());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(b.stats().queued_tokens, 11, "{:?}", b.stats());
+        gate_tx.send(()).unwrap();
+        gate_tx.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        let mut admitted = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(v) => {
+                    assert_eq!(v.len(), 1);
+                    admitted += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), crate::ErrorKind::Overloaded);
+                    assert!(
+                        e.retry_after().unwrap() >= Duration::from_millis(100),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        assert_eq!(admitted, 1);
+        assert_eq!(b.stats().rejected_wait, 19);
+        assert_eq!(b.stats().queued_tokens, 0);
+        assert_eq!(
+            b.stats().in_flight,
+            0,
+            "refused requests gave their places back"
+        );
     }
 
     #[tokio::test]

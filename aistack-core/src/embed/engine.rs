@@ -430,7 +430,8 @@ impl ModelEmbedder {
         }
         if !misses.is_empty() {
             // Latency-bound requests are refused at once when the queue would make them wait
-            // too long; passages (ingestion) queue up to their deadline instead.
+            // too long (checked here before tokenizing, and again as their tokens join the
+            // queue); passages (ingestion) queue up to their deadline instead.
             if kind != InputKind::Passage {
                 self.batcher.check_wait()?;
             }
@@ -450,7 +451,13 @@ impl ModelEmbedder {
                     .await
                     .map_err(|e| Error::internal("the tokenization task failed", e))??
             };
-            let vectors = self.batcher.submit(admission, seqs, self.timeout).await?;
+            let vectors = if kind == InputKind::Passage {
+                self.batcher.submit(admission, seqs, self.timeout).await?
+            } else {
+                self.batcher
+                    .submit_bounded(admission, seqs, self.timeout)
+                    .await?
+            };
             for (&i, v) in misses.iter().zip(vectors) {
                 let v: Arc<[f32]> = Arc::from(v);
                 self.cache.insert(keys[i].clone(), v.clone());
