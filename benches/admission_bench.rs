@@ -225,7 +225,10 @@ async fn main() {
     drop(server);
 
     let (_server, base) = start(bin, bound, &client).await;
+    // The same warm-up, then as long a run of full slots as the first server had before its
+    // overload phase (unloaded and slots-full phases), so both are measured warm.
     phase(&client, &base, 2, 2, &corpus, true).await;
+    phase(&client, &base, 16, secs, &corpus, true).await;
     let by_wait = phase(&client, &base, 64, secs, &corpus, true).await;
     let (goodput, p99, refused_p99) = report("overload_by_wait", 64, secs, &by_wait);
     // Clients that ignore the retry hints and come back after 10 ms.

@@ -5,15 +5,23 @@
 //! stop words, so queries often hold words found in most chunks (a harsh case for BM25). Loads
 //! the records with and without text (the lexical index's build cost and size), then times
 //! vector, lexical and hybrid searches one at a time (p50, p99, QPS), unfiltered and with a 1%
-//! filter, and each arm alone at the hybrid's default depth (50). Prints one JSON object per
-//! measurement.
+//! filter, and each arm alone at the hybrid's default depth (50). Then, with `--model DIR` (or
+//! `--model auto`: `AISTACK_BENCH_MODEL`, `AISTACK_TEST_MODEL` or `scripts/ensure-model`), the
+//! search a user calls: query text in, hits with their metadata out, the query embedded by the
+//! real model with every cache off (`Ingestor::search_with`, what the HTTP search handler runs),
+//! the three modes taking turns query by query. Prints one JSON object per measurement.
 //!
 //! Usage: `hybrid-bench [--n 100000] [--dims 384] [--queries 1000] [--k 10] [--words 150]
-//! [--text english|zipf]`
+//! [--text english|zipf] [--model DIR|auto]`
 
 use std::time::{Duration, Instant};
 
-use aistack_benches::{sentences, status_mib, vectors, xorshift};
+use std::sync::Arc;
+
+use aistack_benches::{model_dir, sentences, status_mib, vectors, xorshift};
+use aistack_core::config::{CacheSettings, EmbedSettings};
+use aistack_core::embed::EmbeddingEngine;
+use aistack_core::ingest::{Ingestor, SearchOptions};
 use aistack_core::store::{
     CollectionSpec, EmbeddedStore, Filter, IndexStatus, Metric, Record, SearchMode, SearchRequest,
     VectorStore,
@@ -36,6 +44,7 @@ struct Args {
     k: usize,
     words: usize,
     text: String,
+    model: Option<String>,
 }
 
 fn args() -> Args {
@@ -46,6 +55,7 @@ fn args() -> Args {
         k: 10,
         words: 150,
         text: "english".into(),
+        model: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +67,8 @@ fn args() -> Args {
             "--k" => a.k = value.parse().unwrap(),
             "--words" => a.words = value.parse().unwrap(),
             "--text" => a.text = value,
+            "--model" if value == "auto" => a.model = Some(model_dir()),
+            "--model" => a.model = Some(value),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -244,7 +256,7 @@ async fn main() {
     // Reopen: the lexical index is opened at its commit, not rebuilt.
     drop(store);
     let started = Instant::now();
-    let store = EmbeddedStore::open(dir.path()).await.unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
     emit(json!({"reopen_s": started.elapsed().as_secs_f64(),
         "lexical_segments": segments(&dir.path().join("collections").join("text").join("lexical"))}));
     wait_ready(&store, "text").await;
@@ -304,5 +316,66 @@ async fn main() {
                 json!({"arm": {"mode": mode.as_str(), "filter": label, "depth": depth, "latency": v}}),
             );
         }
+    }
+    if let Some(model) = &a.model {
+        end_to_end(store, model, &texts, a.k).await;
+    }
+}
+
+/// Times the search a user calls, per mode: `Ingestor::search_with` with the query's text, the
+/// query embedded by the real model (embedding and search caches off), hits with metadata. The
+/// modes take turns query by query, so a drift of the machine's speed touches all three alike.
+/// The stored vectors are the synthetic ones: the vector arm's cost does not depend on them.
+async fn end_to_end(store: Arc<EmbeddedStore>, model: &str, texts: &[String], k: usize) {
+    let embedder = EmbeddingEngine::start(
+        EmbedSettings {
+            model: model.to_string(),
+            ..EmbedSettings::default()
+        },
+        CacheSettings {
+            embeddings_max_bytes: 0,
+            ..CacheSettings::default()
+        },
+    )
+    .wait_ready(Some(Duration::from_secs(300)))
+    .await
+    .unwrap();
+    let ing = Ingestor::new(embedder, store, None, 0).unwrap();
+    let modes = [SearchMode::Vector, SearchMode::Lexical, SearchMode::Hybrid];
+    let opts = |mode| SearchOptions {
+        mode,
+        ..SearchOptions::default()
+    };
+    for t in texts.iter().take(100) {
+        for mode in modes {
+            ing.search_with("text", t, k, &opts(mode)).await.unwrap();
+        }
+    }
+    let mut ms: [Vec<f64>; 3] = Default::default();
+    let mut hits = [0usize; 3];
+    for (i, t) in texts.iter().enumerate() {
+        for j in 0..3 {
+            let m = (i + j) % 3;
+            let started = Instant::now();
+            hits[m] += ing
+                .search_with("text", t, k, &opts(modes[m]))
+                .await
+                .unwrap()
+                .len();
+            ms[m].push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let vector_p50 = {
+        let mut v = ms[0].clone();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
+    for (m, mut v) in ms.into_iter().enumerate() {
+        v.sort_by(f64::total_cmp);
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        emit(json!({"end_to_end": {"mode": modes[m].as_str(), "k": k,
+            "p50_ms": percentile(&v, 0.5), "p99_ms": percentile(&v, 0.99), "mean_ms": mean,
+            "p50_over_vector": percentile(&v, 0.5) / vector_p50,
+            "mean_hits": hits[m] as f64 / texts.len() as f64}}));
     }
 }
