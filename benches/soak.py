@@ -85,11 +85,14 @@ def main():
     counts = {}
     dropped = [0]
     kinds = {}
+    refused = {}
 
     def count(kind, status):
         with lock:
             counts[status] = counts.get(status, 0) + 1
             kinds[kind] = kinds.get(kind, 0) + 1
+            if status == 429:
+                refused[kind] = refused.get(kind, 0) + 1
 
     def client(seed):
         rng = random.Random(seed)
@@ -162,7 +165,7 @@ def main():
     errors = {str(s): n for s, n in sorted(counts.items()) if s >= 400}
     report = {
         "seconds": a.seconds, "clients": a.clients, "requests": sum(counts.values()), "by_kind": kinds,
-        "answers": {str(s): n for s, n in sorted(counts.items())}, "errors": errors,
+        "refused_by_kind": refused, "answers": {str(s): n for s, n in sorted(counts.items())}, "errors": errors,
         "dropped_connections": dropped[0],
         "rss_after_warmup_mib": rss0, "rss_end_mib": rss1, "rss_growth_pct": round(growth, 2),
         "rss_peak_mib": round(hwm, 1),

@@ -1,8 +1,11 @@
 //! The dynamic batcher: bounded admission, then a queue drained by one compute thread that packs
 //! waiting sequences into forward passes by a token budget, shortest first so padding stays small.
 //!
-//! Callers tokenize, [`Batcher::submit`] their sequences and await the reply; a caller that has
-//! gone (timed out or dropped) is skipped before its sequences are computed.
+//! Callers tokenize, submit their sequences and await the reply; a caller that has gone (timed
+//! out or dropped) is skipped before its sequences are computed. Two lanes: latency-bound work
+//! ([`Batcher::submit_bounded`]: queries, embeddings calls) is admitted by its expected wait and
+//! runs before bulk work ([`Batcher::submit`]: ingestion), which waits and is cut into passes of
+//! about the wait bound, so a query arriving during a bulk import waits for one short pass.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -51,8 +54,11 @@ pub struct BatcherStats {
     pub rejected: u64,
     /// Requests refused because their expected queueing time was over the bound.
     pub rejected_wait: u64,
-    /// Tokens queued or computing: the work ahead of a new request.
+    /// Tokens queued or computing, of every kind of request.
     pub queued_tokens: u64,
+    /// Tokens of latency-bound requests (queries, embeddings) waiting for a pass: with the pass
+    /// being computed, the work ahead of a new such request.
+    pub urgent_tokens: u64,
     /// Recent compute throughput, in tokens per second (`0` until measured).
     pub tokens_per_second: u64,
     /// Forward passes run.
@@ -75,6 +81,11 @@ struct Counters {
     rejected_wait: AtomicU64,
     /// Tokens submitted and not yet computed (or dropped).
     queued_tokens: AtomicU64,
+    /// Tokens of latency-bound jobs that no pass has taken yet: the work ahead of a new one
+    /// (bulk work waits behind it).
+    urgent_tokens: AtomicU64,
+    /// Tokens of the pass being computed (`0` between passes).
+    pass_tokens: AtomicU64,
     /// Recent tokens per second of compute, as `f64` bits; `0` until the first batch.
     rate_bits: AtomicU64,
     batches: AtomicU64,
@@ -89,6 +100,8 @@ struct Job {
     seqs: Vec<Vec<u32>>,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
     enqueued: Instant,
+    /// Latency-bound: computed before any bulk work still waiting.
+    urgent: bool,
     /// Released just before the reply is sent, so an answered caller can be admitted again.
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -121,14 +134,32 @@ impl Counters {
         self.rate_bits.store(r.to_bits(), Ordering::Relaxed);
     }
 
-    /// `tokens` left the queue (computed, or dropped unanswered).
-    fn dequeued(&self, tokens: usize) {
-        let _ = self
-            .queued_tokens
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-                Some(q.saturating_sub(tokens as u64))
-            });
+    /// A job's `tokens` left the queue unanswered, before any pass took them.
+    fn dequeued(&self, tokens: usize, urgent: bool) {
+        sub(&self.queued_tokens, tokens);
+        if urgent {
+            sub(&self.urgent_tokens, tokens);
+        }
     }
+
+    /// A pass of `window` tokens (`urgent` of them latency-bound) is starting.
+    fn started(&self, window: usize, urgent: usize) {
+        // The pass first, so a concurrent admission counts these tokens twice, never not at all.
+        self.pass_tokens.store(window as u64, Ordering::Relaxed);
+        sub(&self.urgent_tokens, urgent);
+    }
+
+    /// The pass of `window` tokens is over (computed or dropped).
+    fn finished(&self, window: usize) {
+        sub(&self.queued_tokens, window);
+        self.pass_tokens.store(0, Ordering::Relaxed);
+    }
+}
+
+fn sub(counter: &AtomicU64, n: usize) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+        Some(q.saturating_sub(n as u64))
+    });
 }
 
 /// Weight of the newest forward pass in the throughput estimate.
@@ -190,12 +221,14 @@ impl Batcher {
         }
     }
 
-    /// How long a request queued now would wait before its first forward pass: the tokens
-    /// ahead of it over the recent throughput. `None` until a forward pass was measured.
+    /// How long a latency-bound request queued now would wait before its first forward pass:
+    /// the tokens ahead of it (the pass being computed and the latency-bound work waiting; bulk
+    /// work waits behind it) over the recent throughput. `None` until a pass was measured.
     pub fn expected_wait(&self) -> Option<Duration> {
         let rate = self.counters.rate()?;
-        let queued = self.counters.queued_tokens.load(Ordering::Relaxed) as f64;
-        Some(Duration::from_secs_f64(queued / rate))
+        let c = &self.counters;
+        let ahead = c.urgent_tokens.load(Ordering::Relaxed) + c.pass_tokens.load(Ordering::Relaxed);
+        Some(Duration::from_secs_f64(ahead as f64 / rate))
     }
 
     /// Admission by wait time, for latency-bound requests: fails at once with `Overloaded`,
@@ -212,7 +245,8 @@ impl Batcher {
         Err(Error::QueueFull { wait, bound })
     }
 
-    /// Queues `seqs` and waits for their vectors, in order, for at most `timeout`.
+    /// Queues `seqs` as bulk work (ingestion) and waits for their vectors, in order, for at most
+    /// `timeout`. Bulk work is never refused for its wait, and waits behind latency-bound work.
     pub async fn submit(
         &self,
         admission: Admission,
@@ -222,9 +256,10 @@ impl Batcher {
         self.enqueue(admission, seqs, timeout, false).await
     }
 
-    /// As [`Batcher::submit`], for a latency-bound request: the wait bound is checked and the
-    /// request's tokens added to the queue in one step, so requests admitted at the same moment
-    /// cannot together overshoot the bound (each sees the others' tokens).
+    /// As [`Batcher::submit`], for a latency-bound request (a query, an embeddings call): it
+    /// goes before any bulk work still waiting, and the wait bound is checked and its tokens
+    /// queued in one step, so requests admitted at the same moment cannot together overshoot
+    /// the bound (each sees the others' tokens).
     pub async fn submit_bounded(
         &self,
         admission: Admission,
@@ -234,29 +269,36 @@ impl Batcher {
         self.enqueue(admission, seqs, timeout, true).await
     }
 
-    /// Adds `tokens` to the queue; when `bounded`, only if the tokens already ahead are within
-    /// the wait bound at the measured rate.
-    fn reserve(&self, tokens: usize, bounded: bool) -> Result<()> {
-        let queued = &self.counters.queued_tokens;
+    /// Adds `tokens` to the queue; a latency-bound (`urgent`) request only if the tokens ahead
+    /// of it are within the wait bound at the measured rate.
+    fn reserve(&self, tokens: usize, urgent: bool) -> Result<()> {
+        let c = &self.counters;
         let add = tokens as u64;
-        let (true, Some(bound), Some(rate)) = (bounded, self.max_queue_wait, self.counters.rate())
-        else {
-            queued.fetch_add(add, Ordering::Relaxed);
-            return Ok(());
-        };
-        let limit = bound.as_secs_f64() * rate;
-        match queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-            (q as f64 <= limit).then_some(q + add)
-        }) {
-            Ok(_) => Ok(()),
-            Err(ahead) => {
-                self.counters.rejected_wait.fetch_add(1, Ordering::Relaxed);
-                Err(Error::QueueFull {
-                    wait: Duration::from_secs_f64(ahead as f64 / rate),
-                    bound,
-                })
+        if urgent {
+            match (self.max_queue_wait, c.rate()) {
+                (Some(bound), Some(rate)) => {
+                    let pass = c.pass_tokens.load(Ordering::Relaxed);
+                    let limit = bound.as_secs_f64() * rate;
+                    let admitted =
+                        c.urgent_tokens
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                                ((q + pass) as f64 <= limit).then_some(q + add)
+                            });
+                    if let Err(q) = admitted {
+                        c.rejected_wait.fetch_add(1, Ordering::Relaxed);
+                        return Err(Error::QueueFull {
+                            wait: Duration::from_secs_f64((q + pass) as f64 / rate),
+                            bound,
+                        });
+                    }
+                }
+                _ => {
+                    c.urgent_tokens.fetch_add(add, Ordering::Relaxed);
+                }
             }
         }
+        c.queued_tokens.fetch_add(add, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn enqueue(
@@ -264,22 +306,23 @@ impl Batcher {
         admission: Admission,
         seqs: Vec<Vec<u32>>,
         timeout: Duration,
-        bounded: bool,
+        urgent: bool,
     ) -> Result<Vec<Vec<f32>>> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
         let tokens = job_tokens(&seqs);
-        self.reserve(tokens, bounded)?;
+        self.reserve(tokens, urgent)?;
         let job = Job {
             seqs,
             reply,
             enqueued: Instant::now(),
+            urgent,
             permit: Some(admission.permit),
         };
         if self.tx.send(job).is_err() {
-            self.counters.dequeued(tokens);
+            self.counters.dequeued(tokens, urgent);
             return Err(Error::unavailable("the embedding thread has stopped"));
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -303,6 +346,7 @@ impl Batcher {
             rejected: c.rejected.load(Ordering::Relaxed),
             rejected_wait: c.rejected_wait.load(Ordering::Relaxed),
             queued_tokens: c.queued_tokens.load(Ordering::Relaxed),
+            urgent_tokens: c.urgent_tokens.load(Ordering::Relaxed),
             tokens_per_second: c.rate().unwrap_or(0.0) as u64,
             batches: c.batches.load(Ordering::Relaxed),
             sequences: c.sequences.load(Ordering::Relaxed),
@@ -335,66 +379,147 @@ fn worker<C: BatchCompute>(
     rx: mpsc::Receiver<Job>,
     counters: Arc<Counters>,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while let Ok(j) = rx.try_recv() {
-            jobs.push(j);
+    let mut urgent: Vec<Job> = Vec::new();
+    let mut bulk: Vec<Job> = Vec::new();
+    let mut bulk_round: Option<Round> = None;
+    let mut open = true;
+    loop {
+        let idle = urgent.is_empty() && bulk.is_empty() && bulk_round.is_none();
+        if idle {
+            if !open {
+                return;
+            }
+            match rx.recv() {
+                Ok(job) => sort_job(job, &mut urgent, &mut bulk),
+                Err(_) => return,
+            }
         }
-        run_round(&*compute, &config, jobs, &counters);
+        loop {
+            match rx.try_recv() {
+                Ok(job) => sort_job(job, &mut urgent, &mut bulk),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        // Latency-bound requests go first, whole, between the passes of a bulk round.
+        if !urgent.is_empty() {
+            let mut round = Round::new(std::mem::take(&mut urgent), &counters);
+            while round.step(&*compute, &config, config.max_batch_tokens, &counters) {}
+            continue;
+        }
+        let round = match &mut bulk_round {
+            Some(r) => r,
+            None if bulk.is_empty() => continue,
+            None => bulk_round.insert(Round::new(std::mem::take(&mut bulk), &counters)),
+        };
+        let budget = bulk_pass_budget(&config, &counters);
+        if !round.step(&*compute, &config, budget, &counters) {
+            bulk_round = None;
+        }
     }
 }
 
-/// Answers every job taken from the queue: sequences sorted by length, packed into batches under
-/// the token and sequence budgets; each job is answered as soon as its last sequence is done.
-fn run_round<C: BatchCompute>(
-    compute: &C,
-    config: &BatcherConfig,
-    jobs: Vec<Job>,
-    counters: &Counters,
-) {
-    let mut pending: Vec<Pending> = jobs
-        .into_iter()
-        .filter_map(|job| {
-            if job.reply.is_closed() {
-                counters.skipped.fetch_add(1, Ordering::Relaxed);
-                counters.dequeued(job_tokens(&job.seqs));
-                return None;
-            }
-            let n = job.seqs.len();
-            Some(Pending {
-                out: vec![None; n],
-                left: n,
-                failed: false,
-                job,
-            })
-        })
-        .collect();
-    let mut order: Vec<(usize, usize)> = pending
-        .iter()
-        .enumerate()
-        .flat_map(|(j, p)| (0..p.job.seqs.len()).map(move |s| (j, s)))
-        .collect();
-    order.sort_by_key(|&(j, s)| pending[j].job.seqs[s].len());
+fn sort_job(job: Job, urgent: &mut Vec<Job>, bulk: &mut Vec<Job>) {
+    if job.urgent {
+        urgent.push(job)
+    } else {
+        bulk.push(job)
+    }
+}
 
-    let mut waited = vec![false; pending.len()];
-    let mut start = 0;
-    while start < order.len() {
+/// Padded tokens in one pass of bulk work: with a wait bound, about the bound's worth at the
+/// measured rate (at least 512), so a latency-bound request arriving during the pass waits at
+/// most about the bound for it to end; without one, the configured budget.
+fn bulk_pass_budget(config: &BatcherConfig, counters: &Counters) -> usize {
+    match (config.max_queue_wait, counters.rate()) {
+        (Some(bound), Some(rate)) => {
+            let fits = (bound.as_secs_f64() * rate) as usize;
+            fits.clamp(512, config.max_batch_tokens.max(512))
+        }
+        _ => config.max_batch_tokens,
+    }
+}
+
+/// One round of queued jobs: their sequences sorted by length, computed pass by pass under the
+/// token and sequence budgets; each job is answered as soon as its last sequence is done. A
+/// bulk round can pause between passes while latency-bound work goes first.
+struct Round {
+    pending: Vec<Pending>,
+    /// (job, sequence) in ascending length.
+    order: Vec<(usize, usize)>,
+    /// Where the next pass starts in `order`.
+    start: usize,
+    waited: Vec<bool>,
+}
+
+impl Round {
+    fn new(jobs: Vec<Job>, counters: &Counters) -> Self {
+        let pending: Vec<Pending> = jobs
+            .into_iter()
+            .filter_map(|job| {
+                if job.reply.is_closed() {
+                    counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    counters.dequeued(job_tokens(&job.seqs), job.urgent);
+                    return None;
+                }
+                let n = job.seqs.len();
+                Some(Pending {
+                    out: vec![None; n],
+                    left: n,
+                    failed: false,
+                    job,
+                })
+            })
+            .collect();
+        let mut order: Vec<(usize, usize)> = pending
+            .iter()
+            .enumerate()
+            .flat_map(|(j, p)| (0..p.job.seqs.len()).map(move |s| (j, s)))
+            .collect();
+        order.sort_by_key(|&(j, s)| pending[j].job.seqs[s].len());
+        let waited = vec![false; pending.len()];
+        Self {
+            pending,
+            order,
+            start: 0,
+            waited,
+        }
+    }
+
+    /// Runs the next pass of at most `budget` padded tokens; `false` once the round is done.
+    fn step<C: BatchCompute>(
+        &mut self,
+        compute: &C,
+        config: &BatcherConfig,
+        budget: usize,
+        counters: &Counters,
+    ) -> bool {
+        let (pending, order) = (&mut self.pending, &self.order);
+        let start = self.start;
+        if start >= order.len() {
+            return false;
+        }
         // Longest sequence so far is the current one, as the order is ascending.
         let mut end = start;
         while end < order.len() {
             let (j, s) = order[end];
             let len = pending[j].job.seqs[s].len().max(1);
             let count = end - start + 1;
-            if end > start
-                && (count > config.max_batch_requests || len * count > config.max_batch_tokens)
-            {
+            if end > start && (count > config.max_batch_requests || len * count > budget) {
                 break;
             }
             end += 1;
         }
-        let window: usize = order[start..end]
+        self.start = end;
+        let len_of = |&(j, s): &(usize, usize)| pending[j].job.seqs[s].len().max(1);
+        let window: usize = order[start..end].iter().map(len_of).sum();
+        let window_urgent: usize = order[start..end]
             .iter()
-            .map(|&(j, s)| pending[j].job.seqs[s].len().max(1))
+            .filter(|&&(j, _)| pending[j].job.urgent)
+            .map(len_of)
             .sum();
         // Drop sequences whose caller has gone or whose request already failed.
         let live: Vec<(usize, usize)> = order[start..end]
@@ -405,14 +530,14 @@ fn run_round<C: BatchCompute>(
                 !p.failed && !p.job.reply.is_closed()
             })
             .collect();
-        start = end;
+        counters.started(window, window_urgent);
         if live.is_empty() {
-            counters.dequeued(window);
-            continue;
+            counters.finished(window);
+            return self.start < order.len();
         }
         for &(j, _) in &live {
-            if !waited[j] {
-                waited[j] = true;
+            if !self.waited[j] {
+                self.waited[j] = true;
                 let us = pending[j].job.enqueued.elapsed().as_micros() as u64;
                 counters.queue_wait_us.fetch_add(us, Ordering::Relaxed);
             }
@@ -438,7 +563,7 @@ fn run_round<C: BatchCompute>(
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compute.compute(&batch)));
         let computed: usize = batch.iter().map(|s| s.len().max(1)).sum();
         counters.observe(computed, began.elapsed());
-        counters.dequeued(window);
+        counters.finished(window);
         let result = match result {
             Ok(Ok(v)) if v.len() == batch.len() => Ok(v),
             Ok(Ok(v)) => Err(format!(
@@ -475,7 +600,20 @@ fn run_round<C: BatchCompute>(
                 }
             }
         }
+        self.start < order.len()
     }
+}
+
+/// Runs a whole round at the configured budget (the tests' way in).
+#[cfg(test)]
+fn run_round<C: BatchCompute>(
+    compute: &C,
+    config: &BatcherConfig,
+    jobs: Vec<Job>,
+    counters: &Counters,
+) {
+    let mut round = Round::new(jobs, counters);
+    while round.step(compute, config, config.max_batch_tokens, counters) {}
 }
 
 fn finish(p: &mut Pending) {
@@ -548,6 +686,35 @@ mod tests {
 
     const T: Duration = Duration::from_secs(10);
 
+    /// A batcher over a gated recorder (each pass waits for one message on the gate), with
+    /// admission by wait at `bound_ms`.
+    fn gated(
+        mut config: BatcherConfig,
+        bound_ms: u64,
+    ) -> (Arc<Batcher>, Arc<Recorder>, std::sync::mpsc::Sender<()>) {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel();
+        let rec = Arc::new(Recorder {
+            gate: Mutex::new(Some(gate_rx)),
+            ..Default::default()
+        });
+        config.max_queue_wait = Some(Duration::from_millis(bound_ms));
+        let b = Arc::new(Batcher::start(rec.clone(), config).unwrap());
+        (b, rec, gate_tx)
+    }
+
+    /// Runs one bulk pass of `tokens` held about 100 ms (up to 500 ms however late the thread
+    /// runs), so the measured rate is `2 × tokens` to `10 × tokens` a second.
+    async fn hold_one_pass(b: &Arc<Batcher>, gate: &std::sync::mpsc::Sender<()>, tokens: usize) {
+        let b2 = b.clone();
+        let h = tokio::spawn(async move {
+            b2.submit(b2.admit().unwrap(), vec![seq(tokens, 1)], T)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate.send(()).unwrap();
+        h.await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn results_keep_request_order() {
         let rec = Arc::new(Recorder::default());
@@ -572,6 +739,7 @@ mod tests {
                 seqs: lens.iter().map(|&l| seq(l, l as u32)).collect(),
                 reply: tx,
                 enqueued: Instant::now(),
+                urgent: false,
                 permit: sem.clone().try_acquire_owned().ok(),
             });
         }
@@ -603,6 +771,7 @@ mod tests {
             seqs: vec![seq(50, 1), seq(50, 2)],
             reply: tx,
             enqueued: Instant::now(),
+            urgent: false,
             permit: sem.try_acquire_owned().ok(),
         };
         run_round(&rec, &cfg(30, 8, 1), vec![job], &counters);
@@ -678,32 +847,19 @@ mod tests {
 
     #[tokio::test]
     async fn admission_by_wait_refuses_what_would_queue_too_long() {
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel();
-        let rec = Arc::new(Recorder {
-            gate: Mutex::new(Some(gate_rx)),
-            ..Default::default()
-        });
-        let mut config = cfg(1000, 8, 8);
-        config.max_queue_wait = Some(Duration::from_millis(50));
-        let b = Arc::new(Batcher::start(rec, config).unwrap());
+        let (b, _, gate_tx) = gated(cfg(1000, 8, 8), 50);
         // Nothing measured yet: admitted.
         assert_eq!(b.expected_wait(), None);
         b.check_wait().unwrap();
-        // One pass of 2 tokens held for about 100 ms (at least 20 ms however late the thread
-        // picks it up): at most 100 tokens a second.
-        let b2 = b.clone();
-        let h =
-            tokio::spawn(async move { b2.submit(b2.admit().unwrap(), vec![seq(2, 1)], T).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        gate_tx.send(()).unwrap();
-        h.await.unwrap().unwrap();
+        // At most 100 tokens a second (the pass is held at least 20 ms however late it starts).
+        hold_one_pass(&b, &gate_tx, 2).await;
         assert_eq!(b.stats().queued_tokens, 0);
         assert!(b.stats().tokens_per_second <= 100, "{:?}", b.stats());
         b.check_wait().unwrap();
-        // 40 tokens queued behind the held thread: at least 0.4 s of work, over the bound.
+        // A query of 40 tokens, queued or held in its pass: at least 2 s of work, over the bound.
         let b2 = b.clone();
         let seqs: Vec<Vec<u32>> = (0..4).map(|i| seq(10, i)).collect();
-        let h = tokio::spawn(async move { b2.submit(b2.admit().unwrap(), seqs, T).await });
+        let h = tokio::spawn(async move { b2.submit_bounded(b2.admit().unwrap(), seqs, T).await });
         let deadline = Instant::now() + Duration::from_secs(5);
         while b.stats().queued_tokens < 40 {
             assert!(Instant::now() < deadline, "the job was never queued");
@@ -723,23 +879,9 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_submits_arriving_together_cannot_overshoot_the_bound() {
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel();
-        let rec = Arc::new(Recorder {
-            gate: Mutex::new(Some(gate_rx)),
-            ..Default::default()
-        });
-        let mut config = cfg(1000, 64, 64);
-        config.max_queue_wait = Some(Duration::from_millis(50));
-        let b = Arc::new(Batcher::start(rec, config).unwrap());
-        // Measure the rate: one pass of 10 tokens held 100 ms (up to 500 ms however late the
-        // thread runs), 20 to 100 tokens a second, so the bound lets 1 to 5 tokens be ahead of an
-        // admitted request.
-        let b2 = b.clone();
-        let h =
-            tokio::spawn(async move { b2.submit(b2.admit().unwrap(), vec![seq(10, 1)], T).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        gate_tx.send(()).unwrap();
-        h.await.unwrap().unwrap();
+        let (b, _, gate_tx) = gated(cfg(1000, 64, 64), 50);
+        // 20 to 100 tokens a second, so the bound lets 1 to 5 tokens be ahead of a request.
+        hold_one_pass(&b, &gate_tx, 10).await;
         // Hold the thread on a pass of 1 token, so the queue is not empty.
         let b2 = b.clone();
         let held =
@@ -796,6 +938,53 @@ mod tests {
             0,
             "refused requests gave their places back"
         );
+    }
+
+    #[tokio::test]
+    async fn queries_go_before_bulk_work_and_are_not_refused_for_it() {
+        // One sequence a pass, so a bulk round is several passes.
+        let (b, rec, gate_tx) = gated(cfg(1000, 1, 16), 100);
+        // 20 to 100 tokens a second, so the bound allows 2 to 10 tokens ahead of a query.
+        hold_one_pass(&b, &gate_tx, 10).await;
+        // A bulk import of five sequences; its first pass (2 tokens) is held.
+        let b2 = b.clone();
+        let bulk = tokio::spawn(async move {
+            let seqs = (2..=6).map(|l| seq(l, 3)).collect();
+            b2.submit(b2.admit().unwrap(), seqs, T).await
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.stats().batches < 2 {
+            assert!(Instant::now() < deadline, "the bulk pass never started");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // 18 bulk tokens wait (with the pass, 20: over the bound if they counted); a query
+        // waits only for the pass in progress.
+        assert_eq!(b.stats().queued_tokens, 20);
+        b.check_wait().unwrap();
+        let b2 = b.clone();
+        let query = tokio::spawn(async move {
+            b2.submit_bounded(b2.admit().unwrap(), vec![seq(9, 4)], T)
+                .await
+        });
+        while b.stats().urgent_tokens < 9 {
+            assert!(Instant::now() < deadline, "the query was never queued");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for _ in 0..6 {
+            gate_tx.send(()).unwrap();
+        }
+        let q = query.await.unwrap().unwrap();
+        assert_eq!(q[0][..2], [9.0, 4.0]);
+        assert_eq!(bulk.await.unwrap().unwrap().len(), 5);
+        // The query ran right after the held pass, before the rest of the import.
+        let batches = rec.batches.lock().unwrap().clone();
+        assert_eq!(
+            batches[1..],
+            [vec![2], vec![9], vec![3], vec![4], vec![5], vec![6]]
+        );
+        let stats = b.stats();
+        assert_eq!(stats.rejected_wait, 0);
+        assert_eq!((stats.queued_tokens, stats.urgent_tokens), (0, 0));
     }
 
     #[tokio::test]

@@ -170,8 +170,14 @@ impl Collector for LiveSources {
         gauge(
             &mut e,
             "embed_queued_tokens",
-            "Tokens queued or computing: the work ahead of a new request",
+            "Tokens queued or computing, ingestion included",
             b.queued_tokens as i64,
+        )?;
+        gauge(
+            &mut e,
+            "embed_urgent_tokens",
+            "Tokens of queries and embeddings calls waiting for a pass: with the pass in progress, the work ahead of a new one",
+            b.urgent_tokens as i64,
         )?;
         gauge(
             &mut e,
