@@ -2,9 +2,9 @@
 //! embedding cache off) to a real `aistack serve` with 16 request slots. First unloaded (one
 //! client: the latency every other figure is held against; then 16 clients, as many as there
 //! are slots: the goodput a full server keeps up; then 2, 3, 4 and 8 clients, the latency and
-//! goodput the model's batch efficiency allows at each depth, with no refusals), then 64 clients (4× the slots), once with
-//! admission by count only (`embed.max_queue_wait_ms = 0`) and once with admission by wait time
-//! at the given bound. A refused client waits what the answer says (`retry-after-ms`, else
+//! goodput the model's batch efficiency allows at each depth, with no refusals), then 64 clients
+//! (4× the slots), once with admission by count only (`embed.max_queue_wait_ms = 0`) and once
+//! with admission by wait time at the given bound. A refused client waits what the answer says (`retry-after-ms`, else
 //! `Retry-After`, plus up to 50% jitter), as OpenAI's client does; a last phase has clients that
 //! ignore it and come back after 10 ms. Prints one JSON line per phase and a verdict against the hardening issue's goals: admitted p99 ≤ 3× the unloaded p99,
 //! rejections answered in ≤ 10 ms at p99, goodput ≥ 90% of the unloaded maximum.

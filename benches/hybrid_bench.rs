@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use aistack_benches::{model_dir, sentences, status_mib, vectors, xorshift};
-use aistack_core::config::{CacheSettings, EmbedSettings};
-use aistack_core::embed::EmbeddingEngine;
+use aistack_benches::{model_dir, sentences, status_mib, uncached_embedder, vectors, xorshift};
 use aistack_core::ingest::{Ingestor, SearchOptions};
 use aistack_core::store::{
     CollectionSpec, EmbeddedStore, Filter, IndexStatus, Metric, Record, SearchMode, SearchRequest,
@@ -327,19 +325,7 @@ async fn main() {
 /// modes take turns query by query, so a drift of the machine's speed touches all three alike.
 /// The stored vectors are the synthetic ones: the vector arm's cost does not depend on them.
 async fn end_to_end(store: Arc<EmbeddedStore>, model: &str, texts: &[String], k: usize) {
-    let embedder = EmbeddingEngine::start(
-        EmbedSettings {
-            model: model.to_string(),
-            ..EmbedSettings::default()
-        },
-        CacheSettings {
-            embeddings_max_bytes: 0,
-            ..CacheSettings::default()
-        },
-    )
-    .wait_ready(Some(Duration::from_secs(300)))
-    .await
-    .unwrap();
+    let embedder = uncached_embedder(model.to_string()).await;
     let ing = Ingestor::new(embedder, store, None, 0).unwrap();
     let modes = [SearchMode::Vector, SearchMode::Lexical, SearchMode::Hybrid];
     let opts = |mode| SearchOptions {
@@ -365,17 +351,15 @@ async fn end_to_end(store: Arc<EmbeddedStore>, model: &str, texts: &[String], k:
             ms[m].push(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    let vector_p50 = {
-        let mut v = ms[0].clone();
+    for v in &mut ms {
         v.sort_by(f64::total_cmp);
-        percentile(&v, 0.5)
-    };
-    for (m, mut v) in ms.into_iter().enumerate() {
-        v.sort_by(f64::total_cmp);
+    }
+    let vector_p50 = percentile(&ms[0], 0.5);
+    for (m, v) in ms.iter().enumerate() {
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         emit(json!({"end_to_end": {"mode": modes[m].as_str(), "k": k,
-            "p50_ms": percentile(&v, 0.5), "p99_ms": percentile(&v, 0.99), "mean_ms": mean,
-            "p50_over_vector": percentile(&v, 0.5) / vector_p50,
+            "p50_ms": percentile(v, 0.5), "p99_ms": percentile(v, 0.99), "mean_ms": mean,
+            "p50_over_vector": percentile(v, 0.5) / vector_p50,
             "mean_hits": hits[m] as f64 / texts.len() as f64}}));
     }
 }

@@ -4,11 +4,10 @@
 //! Usage: `ingest-rate FOLDER`
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use aistack_benches::model_dir;
-use aistack_core::config::{CacheSettings, EmbedSettings};
-use aistack_core::embed::{Embedder, EmbeddingEngine, InputKind};
+use aistack_benches::{model_dir, uncached_embedder};
+use aistack_core::embed::{Embedder, InputKind};
 use aistack_core::ingest::{Document, Ingestor};
 use aistack_core::store::{EmbeddedStore, VectorStore};
 use serde_json::Map;
@@ -30,20 +29,7 @@ async fn main() {
             metadata: Map::new(),
         });
     }
-    let embedder = EmbeddingEngine::start(
-        EmbedSettings {
-            model: model_dir(),
-            request_timeout_ms: 3_600_000,
-            ..EmbedSettings::default()
-        },
-        CacheSettings {
-            embeddings_max_bytes: 0,
-            ..CacheSettings::default()
-        },
-    )
-    .wait_ready(Some(Duration::from_secs(300)))
-    .await
-    .unwrap();
+    let embedder = uncached_embedder(model_dir()).await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn VectorStore> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
     let ing = Ingestor::new(embedder.clone(), store.clone(), None, 0).unwrap();

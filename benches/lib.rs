@@ -1,6 +1,11 @@
 //! Shared pieces of the benchmarks: the sentence corpus and the model location.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aistack_core::config::{CacheSettings, EmbedSettings};
+use aistack_core::embed::{EmbeddingEngine, ModelEmbedder};
 
 /// The 2,000 real English sentences of `benches/data/sentences.jsonl`.
 pub fn sentences() -> Vec<String> {
@@ -26,6 +31,25 @@ pub fn model_dir() -> String {
         .expect("scripts/ensure-model runs");
     assert!(out.status.success(), "scripts/ensure-model failed");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The model in `model`, loaded and ready, with the embedding cache off (a benchmark measures
+/// the model, not the cache) and an hour's deadline a call (it sends more than a server would).
+pub async fn uncached_embedder(model: String) -> Arc<ModelEmbedder> {
+    EmbeddingEngine::start(
+        EmbedSettings {
+            model,
+            request_timeout_ms: 3_600_000,
+            ..EmbedSettings::default()
+        },
+        CacheSettings {
+            embeddings_max_bytes: 0,
+            ..CacheSettings::default()
+        },
+    )
+    .wait_ready(Some(Duration::from_secs(300)))
+    .await
+    .expect("the model loads")
 }
 
 /// A memory figure of this process from `/proc/self/status` (`VmRSS:`, `VmHWM:`), in MiB

@@ -34,6 +34,22 @@ def free_port():
     return port
 
 
+def wait_ready(port, seconds=120):
+    """Waits until the server on `port` answers `/health` with 200; exits after `seconds`."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/health")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            sys.exit("the server never became ready")
+        time.sleep(0.2)
+
+
 def proc_status(pid, key):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key):
@@ -67,18 +83,7 @@ def main():
     )
     log_lines = []
     threading.Thread(target=lambda: log_lines.extend(server.stderr), daemon=True).start()
-    deadline = time.time() + 120
-    while True:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            sys.exit("the server never became ready")
-        time.sleep(0.2)
+    wait_ready(port)
 
     stop_at = time.time() + a.seconds
     lock = threading.Lock()
