@@ -1606,3 +1606,232 @@ async fn a_flood_of_distinct_labels_does_not_grow_the_metrics() {
         .iter()
         .any(|l| l.contains("flood") || l.contains("model-1") || l.contains("M1")));
 }
+
+/// The texts the crash test's documents take: about 1, 2 and 3 chunks of the default size.
+fn crash_text(t: usize) -> String {
+    (0..(t + 1) * 30)
+        .map(|i| format!("Sentence {i} of text {t} says little. "))
+        .collect()
+}
+
+/// Writer `w`'s request `j` in the crash test: (document index, text) pairs, 1 to 3 of the
+/// writer's 5 documents, each with one of the three texts; the same for every run of a seed.
+fn crash_request(seed: u64, w: usize, j: u64) -> Vec<(usize, usize)> {
+    let mut x = seed
+        ^ (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ j.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut next = move |below: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % below) as usize
+    };
+    for _ in 0..4 {
+        next(2);
+    }
+    let mut docs: Vec<(usize, usize)> = Vec::new();
+    for _ in 0..1 + next(3) {
+        let d = next(5);
+        if !docs.iter().any(|&(e, _)| e == d) {
+            docs.push((d, next(3)));
+        }
+    }
+    docs
+}
+
+/// Concurrent documents requests against the real server, killed with SIGKILL at random
+/// moments over several rounds: after each kill the data directory holds, for every writer,
+/// exactly its requests up to the last acknowledged one or the one in flight (each request
+/// wholly or not at all, stale chunks of a replaced document gone in the same write), and the
+/// server starts on it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_requests_are_all_or_nothing_when_the_server_is_killed() {
+    use aistack_core::store::{EmbeddedStore, VectorStore};
+    use std::collections::BTreeMap;
+
+    const WRITERS: usize = 3;
+    const ROUNDS: usize = 8;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("crash test seeded with {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = client();
+    let body = |w: usize, j: u64| {
+        let documents: Vec<Value> = crash_request(seed, w, j)
+            .into_iter()
+            .map(|(d, t)| {
+                json!({"id": format!("w{w}d{d}"), "text": crash_text(t),
+                       "metadata": {"w": w, "v": j, "t": t}})
+            })
+            .collect();
+        json!({ "documents": documents })
+    };
+
+    // How many chunks each text makes, from the server itself.
+    let mut chunks_of = Vec::new();
+    {
+        let s = start_on(&model(), Some(&data), &[], &[]);
+        wait_ready(&s).await;
+        for t in 0..3 {
+            let r = c
+                .post(format!("{}/v1/collections/calibration/documents", s.base))
+                .json(&json!({"documents": [{"id": "x", "text": crash_text(t)}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let v: Value = r.json().await.unwrap();
+            chunks_of.push(v["chunks"].as_u64().unwrap() as usize);
+        }
+    }
+    assert!(
+        chunks_of.windows(2).all(|p| p[0] < p[1]),
+        "the texts make different numbers of chunks: {chunks_of:?}"
+    );
+    // What replaying writer w's requests from..=last leaves: per document, (version, text).
+    let replay = |w: usize, last: Option<u64>| {
+        let mut docs = BTreeMap::new();
+        for j in 0..last.map_or(0, |l| l + 1) {
+            for (d, t) in crash_request(seed, w, j) {
+                docs.insert(d, (j, t));
+            }
+        }
+        docs
+    };
+
+    let mut next = [0u64; WRITERS];
+    let mut applied_unacknowledged = 0;
+    let mut rng = seed;
+    for round in 0..ROUNDS {
+        let mut s = start_on(&model(), Some(&data), &[], &[]);
+        wait_ready(&s).await;
+        // Writers that have had a request acknowledged this round.
+        let going = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (c, url, from, going) = (
+                    c.clone(),
+                    format!("{}/v1/collections/docs/documents", s.base),
+                    next[w],
+                    going.clone(),
+                );
+                let bodies: Vec<Value> = (from..from + 2000).map(|j| body(w, j)).collect();
+                tokio::spawn(async move {
+                    // The last acknowledged request, if any this round.
+                    let mut acked = None;
+                    for (j, b) in (from..).zip(bodies) {
+                        match c.post(&url).json(&b).send().await {
+                            Ok(r) if r.status() == StatusCode::OK => {
+                                if r.bytes().await.is_err() {
+                                    break;
+                                }
+                                if acked.is_none() {
+                                    going.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                }
+                                acked = Some(j)
+                            }
+                            Ok(r) => panic!("writer {w} request {j}: {}", r.status()),
+                            Err(_) => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        // Once every writer is under way (the texts' vectors cached, so requests are mostly
+        // store writes), kill the server a random moment later.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while going.load(std::sync::atomic::Ordering::SeqCst) < WRITERS {
+            assert!(Instant::now() < deadline, "round {round}: writers stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        tokio::time::sleep(Duration::from_micros(rng % 400_000)).await;
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+        let mut acked = [None; WRITERS];
+        for (w, h) in writers.into_iter().enumerate() {
+            acked[w] = h.await.unwrap();
+        }
+        drop(s);
+        eprintln!("round {round}: acknowledged {acked:?}");
+
+        let store = EmbeddedStore::open(&data).await.unwrap();
+        let mut total = 0;
+        for w in 0..WRITERS {
+            let ids: Vec<String> = (0..5)
+                .flat_map(|d| (0..4).map(move |c| format!("w{w}d{d}#{c}")))
+                .collect();
+            let mut got: BTreeMap<usize, (u64, usize, usize)> = BTreeMap::new();
+            for r in store.get("docs", &ids).await.unwrap() {
+                let d: usize = r.id[3..r.id.find('#').unwrap()].parse().unwrap();
+                let (v, t) = (
+                    r.metadata["v"].as_u64().unwrap(),
+                    r.metadata["t"].as_u64().unwrap() as usize,
+                );
+                let e = got.entry(d).or_insert((v, t, 0));
+                assert_eq!(
+                    (e.0, e.1),
+                    (v, t),
+                    "round {round}: w{w}d{d} mixes versions (seed {seed})"
+                );
+                e.2 += 1;
+            }
+            total += got.values().map(|e| e.2).sum::<usize>();
+            let got: BTreeMap<usize, (u64, usize)> = got
+                .into_iter()
+                .map(|(d, (v, t, n))| {
+                    assert_eq!(
+                        n, chunks_of[t],
+                        "round {round}: w{w}d{d} v{v} has {n} chunks"
+                    );
+                    (d, (v, t))
+                })
+                .collect();
+            // Every acknowledged request is there; the one in flight wholly or not at all.
+            let last_acked = acked[w].or(next[w].checked_sub(1));
+            let in_flight = last_acked.map_or(0, |l| l + 1);
+            let last = if got == replay(w, last_acked) {
+                last_acked
+            } else if got == replay(w, Some(in_flight)) {
+                applied_unacknowledged += 1;
+                Some(in_flight)
+            } else {
+                panic!(
+                    "round {round}: writer {w} is neither requests ..={last_acked:?} nor \
+                     ..={in_flight} exactly: {got:?} (seed {seed})"
+                );
+            };
+            next[w] = last.map_or(0, |l| l + 1);
+        }
+        assert_eq!(
+            store.count("docs", None).await.unwrap() as usize,
+            total,
+            "round {round}: no chunk outside the writers' documents"
+        );
+        drop(store);
+    }
+    assert!(
+        next.iter().all(|&n| n >= ROUNDS as u64),
+        "every writer got requests through in every round: {next:?}"
+    );
+    // The server starts on what the last kill left and serves it.
+    let s = start_on(&model(), Some(&data), &[], &[]);
+    wait_ready(&s).await;
+    let v = json_of(
+        c.post(format!("{}/v1/collections/docs/search", s.base))
+            .json(&json!({"query": "Sentence 3 of text 1", "k": 5})),
+    )
+    .await;
+    assert!(!v["hits"].as_array().unwrap().is_empty(), "{v}");
+    eprintln!(
+        "{ROUNDS} kills; writers reached requests {next:?}; {applied_unacknowledged} requests \
+         were applied but not acknowledged"
+    );
+}
