@@ -1,16 +1,21 @@
 //! Admission under overload: closed-loop clients POST `/v1/embeddings` (8 sentences each, the
-//! embedding cache off) to a real `aistack serve` with 16 request slots. First unloaded (one
-//! client: the latency every other figure is held against; then 16 clients, as many as there
-//! are slots: the goodput a full server keeps up; then 2, 3, 4 and 8 clients, the latency and
-//! goodput the model's batch efficiency allows at each depth, with no refusals), then 64 clients
-//! (4× the slots), once with admission by count only (`embed.max_queue_wait_ms = 0`) and once
-//! with admission by wait time at the given bound. A refused client waits what the answer says (`retry-after-ms`, else
-//! `Retry-After`, plus up to 50% jitter), as OpenAI's client does; a last phase has clients that
-//! ignore it and come back after 10 ms. Prints one JSON line per phase and a verdict against the hardening issue's goals: admitted p99 ≤ 3× the unloaded p99,
-//! rejections answered in ≤ 10 ms at p99, goodput ≥ 90% of the unloaded maximum.
+//! embedding cache off) to a real `aistack serve` with 16 request slots.
 //!
-//! Usage: `admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS]`
-//! e.g. `admission-bench target/release/aistack 20 250`
+//! A first server admits by count only (`embed.max_queue_wait_ms = 0`): one client (unloaded),
+//! 16 clients (as many as there are slots: the goodput a full server keeps up), then 2, 3, 4 and
+//! 8 clients (the latency and goodput the model's batch efficiency allows at each depth, with no
+//! refusals; `--no-curve` leaves these out), then 64 clients (4× the slots). A second server
+//! admits by wait time at the given bound: after as long a warm-up as the first had, 64 clients,
+//! then 64 that ignore the retry hints and come back after 10 ms. Its goals are held against the
+//! first server's unloaded p99 and slots-full goodput.
+//!
+//! A refused client waits what the answer says (`retry-after-ms`, else `Retry-After`, plus up to
+//! 50% jitter), as OpenAI's client does. Prints one JSON line per phase and a verdict against the
+//! hardening issue's goals: admitted p99 ≤ 3× the unloaded p99, rejections answered in ≤ 10 ms
+//! at p99, goodput ≥ 90% of the unloaded maximum.
+//!
+//! Usage: `admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS] [--no-curve]`
+//! e.g. `admission-bench target/release/aistack 15 120`
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -196,11 +201,11 @@ fn report(name: &str, clients: usize, secs: u64, t: &Tally) -> (f64, f64, f64) {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let bin = args
-        .get(1)
-        .expect("usage: admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS]");
-    let secs: u64 = args.get(2).map_or(20, |s| s.parse().unwrap());
-    let bound: u64 = args.get(3).map_or(250, |s| s.parse().unwrap());
+    let usage = "usage: admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS] [--no-curve]";
+    let bin = args.get(1).expect(usage);
+    let secs: u64 = args.get(2).map_or(20, |s| s.parse().expect(usage));
+    let bound: u64 = args.get(3).map_or(250, |s| s.parse().expect(usage));
+    let curve = !args.iter().any(|a| a == "--no-curve");
     let corpus = Arc::new(sentences());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -209,6 +214,7 @@ async fn main() {
         .build()
         .unwrap();
 
+    // Admission by count only: its own server.
     let (server, base) = start(bin, 0, &client).await;
     // Warm up (first passes allocate), then the phases.
     phase(&client, &base, 2, 2, &corpus, true).await;
@@ -216,17 +222,19 @@ async fn main() {
     let (_, unloaded_p99, _) = report("unloaded", 1, secs, &one);
     let full = phase(&client, &base, 16, secs, &corpus, true).await;
     let (max_goodput, _, _) = report("slots_full", 16, secs, &full);
-    for c in [2usize, 3, 4, 8] {
-        let t = phase(&client, &base, c, secs, &corpus, true).await;
-        report("closed_loop", c, secs, &t);
+    if curve {
+        for c in [2usize, 3, 4, 8] {
+            let t = phase(&client, &base, c, secs, &corpus, true).await;
+            report("closed_loop", c, secs, &t);
+        }
     }
     let by_count = phase(&client, &base, 64, secs, &corpus, true).await;
     report("overload_by_count", 64, secs, &by_count);
     drop(server);
 
+    // Admission by wait: a second server, warmed as long as the first was before its overload
+    // phase, measured against the first's unloaded p99 and slots-full goodput.
     let (_server, base) = start(bin, bound, &client).await;
-    // The same warm-up, then as long a run of full slots as the first server had before its
-    // overload phase (unloaded and slots-full phases), so both are measured warm.
     phase(&client, &base, 2, 2, &corpus, true).await;
     phase(&client, &base, 16, secs, &corpus, true).await;
     let by_wait = phase(&client, &base, 64, secs, &corpus, true).await;
