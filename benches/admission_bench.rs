@@ -5,7 +5,7 @@
 //! 16 clients (as many as there are slots: the goodput a full server keeps up), then 2, 3, 4 and
 //! 8 clients (the latency and goodput the model's batch efficiency allows at each depth, with no
 //! refusals; `--no-curve` leaves these out), then 64 clients (4× the slots). A second server
-//! admits by wait time at the given bound: after as long a warm-up as the first had, 64 clients,
+//! admits by wait time at the given bound: after a warm-up with its slots full, 64 clients,
 //! then 64 that ignore the retry hints and come back after 10 ms. Its goals are held against the
 //! first server's unloaded p99 and slots-full goodput.
 //!
@@ -232,8 +232,8 @@ async fn main() {
     report("overload_by_count", 64, secs, &by_count);
     drop(server);
 
-    // Admission by wait: a second server, warmed as long as the first was before its overload
-    // phase, measured against the first's unloaded p99 and slots-full goodput.
+    // Admission by wait: a second server, warmed with its slots full, measured against the
+    // first's unloaded p99 and slots-full goodput.
     let (_server, base) = start(bin, bound, &client).await;
     phase(&client, &base, 2, 2, &corpus, true).await;
     phase(&client, &base, 16, secs, &corpus, true).await;

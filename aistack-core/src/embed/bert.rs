@@ -453,7 +453,7 @@ impl Panels {
         Self { data, n, k }
     }
 
-    /// Output features `p0..p0 + width` (`p0` a multiple of [`PANEL`]): their panel, `[k][width]`.
+    /// The panel of output features `p0..p0 + width` (`p0` a multiple of [`PANEL`]), `[k][width]`.
     fn panel(&self, p0: usize) -> (&[f32], usize) {
         let width = PANEL.min(self.n - p0);
         (&self.data[p0 * self.k..(p0 + width) * self.k], width)
@@ -472,30 +472,35 @@ fn linear(x: &[f32], w: &Panels, b: &[f32], out: &mut [f32], t: usize, par: Para
         Parallelism::Rayon(p) if p > 1 => p,
         _ => 1,
     };
-    // Several threads on one product: each computes its own band of whole panels with
-    // single-threaded products (no barrier inside a product).
-    let panels = n.div_ceil(PANEL);
-    let per_band = panels.div_ceil(parts) * PANEL;
+    // Several threads on one product: each computes its own band of output features (a
+    // multiple of 16, which may cut a panel) with single-threaded products, one per panel or
+    // part of one it covers (no barrier inside a product).
+    let per_band = n.div_ceil(parts).next_multiple_of(16).min(n);
     let dst = SyncPtr(out.as_mut_ptr());
     let band = |j0: usize| {
-        for p0 in (j0..n.min(j0 + per_band)).step_by(PANEL) {
+        let j1 = n.min(j0 + per_band);
+        let mut j = j0;
+        while j < j1 {
+            let p0 = j / PANEL * PANEL;
             let (panel, width) = w.panel(p0);
-            // SAFETY: the product is `width × t` over `k`. The left operand reaches
-            // `panel[kk·width + i]` for kk < k, i < width: inside the panel (k·width floats).
-            // The right operand reaches `x[tok·k + kk]` for tok < t: inside x (t·k, checked
-            // above). The destination reaches `out[tok·n + p0 + i]` < t·n = out.len() (checked
-            // above), as p0 + width ≤ n. Bands are disjoint column ranges of `out`, so no two
-            // threads write one element, and `out` does not alias the inputs.
+            let rows = (p0 + width).min(j1) - j;
+            // SAFETY: the product is `rows × t` over `k`, for output features j..j + rows, all
+            // in this panel (p0 ≤ j, j + rows ≤ p0 + width). The left operand reaches
+            // `panel[kk·width + (j − p0) + i]` for kk < k, i < rows: below k·width, the panel's
+            // length. The right operand reaches `x[tok·k + kk]` for tok < t: inside x (t·k,
+            // checked above). The destination reaches `out[tok·n + j + i]` < t·n = out.len()
+            // (checked above), as j + rows ≤ n. Bands are disjoint ranges of output features,
+            // so no two threads write one element, and `out` does not alias the inputs.
             unsafe {
                 gemm::gemm(
-                    width,
+                    rows,
                     t,
                     k,
-                    dst.get().add(p0),
+                    dst.get().add(j),
                     n as isize,
                     1,
                     true,
-                    panel.as_ptr(),
+                    panel.as_ptr().add(j - p0),
                     width as isize,
                     1,
                     x.as_ptr(),
@@ -509,6 +514,7 @@ fn linear(x: &[f32], w: &Panels, b: &[f32], out: &mut [f32], t: usize, par: Para
                     Parallelism::None,
                 );
             }
+            j += rows;
         }
     };
     if per_band >= n {
@@ -866,7 +872,8 @@ mod tests {
 
     #[test]
     fn linear_in_panels_matches_the_plain_product() {
-        // 150 outputs: two full panels and a narrow one; bands split within and across them.
+        // 150 outputs: two full panels and a narrow one. Bands of 3 threads fall on panel
+        // edges; those of 2 and 4 threads cut panels.
         let (t, k, n) = (7, 40, 150);
         let w: Vec<f32> = (0..n * k)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
@@ -880,6 +887,7 @@ mod tests {
             Parallelism::None,
             Parallelism::Rayon(2),
             Parallelism::Rayon(3),
+            Parallelism::Rayon(4),
         ] {
             let mut out = vec![f32::NAN; t * n];
             linear(&x, &panels, &b, &mut out, t, par);
