@@ -1615,18 +1615,21 @@ fn crash_text(t: usize) -> String {
         .collect()
 }
 
+/// The next value of a xorshift generator (`x` never 0).
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
 /// Writer `w`'s request `j` in the crash test: (document index, text) pairs, 1 to 3 of the
 /// writer's 5 documents, each with one of the three texts; the same for every run of a seed.
 fn crash_request(seed: u64, w: usize, j: u64) -> Vec<(usize, usize)> {
     let mut x = seed
         ^ (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ j.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    let mut next = move |below: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % below) as usize
-    };
+    let mut next = move |below: u64| (xorshift(&mut x) % below) as usize;
     for _ in 0..4 {
         next(2);
     }
@@ -1640,6 +1643,18 @@ fn crash_request(seed: u64, w: usize, j: u64) -> Vec<(usize, usize)> {
     docs
 }
 
+/// The body of writer `w`'s request `j` in the crash test.
+fn crash_body(seed: u64, w: usize, j: u64) -> Value {
+    let documents: Vec<Value> = crash_request(seed, w, j)
+        .into_iter()
+        .map(|(d, t)| {
+            json!({"id": format!("w{w}d{d}"), "text": crash_text(t),
+                   "metadata": {"w": w, "v": j, "t": t}})
+        })
+        .collect();
+    json!({ "documents": documents })
+}
+
 /// Concurrent documents requests against the real server, killed with SIGKILL at random
 /// moments over several rounds: after each kill the data directory holds, for every writer,
 /// exactly its requests up to the last acknowledged one or the one in flight (each request
@@ -1649,6 +1664,7 @@ fn crash_request(seed: u64, w: usize, j: u64) -> Vec<(usize, usize)> {
 async fn documents_requests_are_all_or_nothing_when_the_server_is_killed() {
     use aistack_core::store::{EmbeddedStore, VectorStore};
     use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const WRITERS: usize = 3;
     const ROUNDS: usize = 8;
@@ -1661,16 +1677,6 @@ async fn documents_requests_are_all_or_nothing_when_the_server_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let c = client();
-    let body = |w: usize, j: u64| {
-        let documents: Vec<Value> = crash_request(seed, w, j)
-            .into_iter()
-            .map(|(d, t)| {
-                json!({"id": format!("w{w}d{d}"), "text": crash_text(t),
-                       "metadata": {"w": w, "v": j, "t": t}})
-            })
-            .collect();
-        json!({ "documents": documents })
-    };
 
     // How many chunks each text makes, from the server itself.
     let mut chunks_of = Vec::new();
@@ -1693,6 +1699,7 @@ async fn documents_requests_are_all_or_nothing_when_the_server_is_killed() {
         chunks_of.windows(2).all(|p| p[0] < p[1]),
         "the texts make different numbers of chunks: {chunks_of:?}"
     );
+    let most = *chunks_of.iter().max().unwrap();
     // What replaying writer w's requests from..=last leaves: per document, (version, text).
     let replay = |w: usize, last: Option<u64>| {
         let mut docs = BTreeMap::new();
@@ -1711,7 +1718,7 @@ async fn documents_requests_are_all_or_nothing_when_the_server_is_killed() {
         let mut s = start_on(&model(), Some(&data), &[], &[]);
         wait_ready(&s).await;
         // Writers that have had a request acknowledged this round.
-        let going = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let going = Arc::new(AtomicUsize::new(0));
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let (c, url, from, going) = (
@@ -1720,18 +1727,17 @@ async fn documents_requests_are_all_or_nothing_when_the_server_is_killed() {
                     next[w],
                     going.clone(),
                 );
-                let bodies: Vec<Value> = (from..from + 2000).map(|j| body(w, j)).collect();
                 tokio::spawn(async move {
                     // The last acknowledged request, if any this round.
                     let mut acked = None;
-                    for (j, b) in (from..).zip(bodies) {
-                        match c.post(&url).json(&b).send().await {
+                    for j in from.. {
+                        match c.post(&url).json(&crash_body(seed, w, j)).send().await {
                             Ok(r) if r.status() == StatusCode::OK => {
                                 if r.bytes().await.is_err() {
                                     break;
                                 }
                                 if acked.is_none() {
-                                    going.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    going.fetch_add(1, Ordering::SeqCst);
                                 }
                                 acked = Some(j)
                             }
@@ -1746,14 +1752,11 @@ async fn documents_requests_are_all_or_nothing_when_the_server_is_killed() {
         // Once every writer is under way (the texts' vectors cached, so requests are mostly
         // store writes), kill the server a random moment later.
         let deadline = Instant::now() + Duration::from_secs(300);
-        while going.load(std::sync::atomic::Ordering::SeqCst) < WRITERS {
+        while going.load(Ordering::SeqCst) < WRITERS {
             assert!(Instant::now() < deadline, "round {round}: writers stalled");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        tokio::time::sleep(Duration::from_micros(rng % 400_000)).await;
+        tokio::time::sleep(Duration::from_micros(xorshift(&mut rng) % 400_000)).await;
         s.child.kill().unwrap();
         s.child.wait().unwrap();
         let mut acked = [None; WRITERS];
@@ -1766,7 +1769,6 @@ async fn documents_requests_are_all_or_nothing_when_the_server_is_killed() {
         let store = EmbeddedStore::open(&data).await.unwrap();
         let mut total = 0;
         for w in 0..WRITERS {
-            let most = *chunks_of.iter().max().unwrap();
             let ids: Vec<String> = (0..5)
                 .flat_map(|d| (0..most).map(move |c| format!("w{w}d{d}#{c}")))
                 .collect();

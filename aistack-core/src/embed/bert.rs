@@ -424,9 +424,9 @@ const PANEL: usize = 64;
 ///
 /// [`linear`] computes `outᵀ = W · xᵀ` one panel of `W` at a time. Read that way, a panel is
 /// a left operand already in the kernels' own layout, so no operand is repacked per call and
-/// the weights stream in order. Asked for `x · Wᵀ` with `W` as PyTorch
-/// stores it, the kernels repacked `x` for every block of output columns: 25% of a pass of
-/// 8 short sentences and 45% of a lone sentence's went to that copy (`perf`, AVX-512).
+/// the weights stream in order. Asked for `x · Wᵀ` with `W` as PyTorch stores it, the kernels
+/// repacked `x` for every block of output columns: 25% of a pass of 8 short sentences and 45%
+/// of a lone sentence's went to that copy (`perf`, AVX-512).
 struct Panels {
     data: Vec<f32>,
     /// Output features.
