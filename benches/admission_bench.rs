@@ -1,21 +1,24 @@
-//! Admission under overload: closed-loop clients POST `/v1/embeddings` (8 sentences each, the
-//! embedding cache off) to a real `aistack serve` with 16 request slots.
+//! Admission under overload: closed-loop clients POST `/v1/embeddings` (8 sentences each, or
+//! `--texts N`, the embedding cache off) to a real `aistack serve` with 16 request slots.
 //!
 //! A first server admits by count only (`embed.max_queue_wait_ms = 0`): one client (unloaded),
 //! 16 clients (as many as there are slots: the goodput a full server keeps up), then 2, 3, 4 and
 //! 8 clients (the latency and goodput the model's batch efficiency allows at each depth, with no
 //! refusals; `--no-curve` leaves these out), then 64 clients (4× the slots). A second server
-//! admits by wait time at the given bound: after a warm-up with its slots full, 64 clients,
-//! then 64 that ignore the retry hints and come back after 10 ms. Its goals are held against the
-//! first server's unloaded p99 and slots-full goodput.
+//! admits by wait time at the given bound (`auto`, the default: the server's own calibrated
+//! bound, as a default server runs): after a warm-up with its slots full, 64 clients, then 64
+//! that ignore the retry hints and come back after 10 ms. Its goals are held against the first
+//! server's unloaded p99 and slots-full goodput. With `--bulk`, the second server then takes
+//! bulk work: 1, 2, 4 and 8 clients each posting six requests of 32 texts of 120 words (about
+//! 160 tokens each), as `embed_documents` does, which must all be answered 200.
 //!
 //! A refused client waits what the answer says (`retry-after-ms`, else `Retry-After`, plus up to
 //! 50% jitter), as OpenAI's client does. Prints one JSON line per phase and a verdict against the
 //! hardening issue's goals: admitted p99 ≤ 3× the unloaded p99, rejections answered in ≤ 10 ms
 //! at p99, goodput ≥ 90% of the unloaded maximum.
 //!
-//! Usage: `admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS] [--no-curve]`
-//! e.g. `admission-bench target/release/aistack 15 120`
+//! Usage: `admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS|auto]
+//! [--no-curve] [--texts N] [--bulk]`, e.g. `admission-bench target/release/aistack 15 auto`
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -25,16 +28,20 @@ use aistack_benches::{free_port, model_dir, sentences, ServerProcess};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-/// Starts `aistack serve` with 16 request slots, no embedding cache, and `max_queue_wait_ms`;
-/// returns it and its base URL once it is ready.
+/// Starts `aistack serve` with 16 request slots, no embedding cache, and `max_queue_wait_ms`
+/// (`None`: unset, so the server calibrates it); returns it and its base URL once it is ready.
 async fn start(
     bin: &str,
-    max_queue_wait_ms: u64,
+    max_queue_wait_ms: Option<u64>,
     client: &reqwest::Client,
 ) -> (ServerProcess, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if let Some(ms) = max_queue_wait_ms {
+        cmd.env("AISTACK__EMBED__MAX_QUEUE_WAIT_MS", ms.to_string());
+    }
+    let child = cmd
         .arg("serve")
         .args([
             "--bind",
@@ -46,10 +53,6 @@ async fn start(
         .arg(dir.path().join("data"))
         .env("AISTACK__SERVER__MAX_CONCURRENT_REQUESTS", "16")
         .env("AISTACK__CACHE__EMBEDDINGS_MAX_BYTES", "0")
-        .env(
-            "AISTACK__EMBED__MAX_QUEUE_WAIT_MS",
-            max_queue_wait_ms.to_string(),
-        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -84,6 +87,9 @@ struct Tally {
     failed: u64,
 }
 
+/// Texts in one request of the closed-loop phases (`--texts`).
+static TEXTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(8);
+
 fn ms(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -92,8 +98,8 @@ fn ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-/// Runs `clients` closed-loop clients for `secs` against `base`; each request is 8 sentences
-/// picked from the corpus in a client's own order.
+/// Runs `clients` closed-loop clients for `secs` against `base`; each request is `texts`
+/// sentences picked from the corpus in a client's own order.
 async fn phase(
     client: &reqwest::Client,
     base: &str,
@@ -102,6 +108,7 @@ async fn phase(
     corpus: &Arc<Vec<String>>,
     honour: bool,
 ) -> Tally {
+    let texts = TEXTS.load(std::sync::atomic::Ordering::Relaxed);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let end = Instant::now() + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..clients)
@@ -111,10 +118,10 @@ async fn phase(
             tokio::spawn(async move {
                 let mut i = c * 7919;
                 while Instant::now() < end {
-                    let input: Vec<&str> = (0..8)
+                    let input: Vec<&str> = (0..texts)
                         .map(|k| corpus[(i + k * 211) % corpus.len()].as_str())
                         .collect();
-                    i += 8;
+                    i += texts;
                     let t = Instant::now();
                     let r = client
                         .post(&url)
@@ -136,7 +143,7 @@ async fn phase(
                         Ok(r) if status == 200 => r
                             .json::<Value>()
                             .await
-                            .is_ok_and(|v| v["data"].as_array().is_some_and(|d| d.len() == 8)),
+                            .is_ok_and(|v| v["data"].as_array().is_some_and(|d| d.len() == texts)),
                         Ok(r) => r.bytes().await.is_ok(),
                         Err(_) => false,
                     };
@@ -198,14 +205,94 @@ fn report(name: &str, clients: usize, secs: u64, t: &Tally) -> (f64, f64, f64) {
     (goodput, ms(&t.ok, 0.99), ms(&t.refused, 0.99))
 }
 
+/// A text of `words` words, different for every `seed` (so no cache could answer it).
+fn bulk_text(corpus: &[String], seed: usize, words: usize) -> String {
+    let mut out = Vec::with_capacity(words);
+    let mut i = seed.wrapping_mul(2_654_435_761);
+    while out.len() < words {
+        i = i
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let sentence = &corpus[(i >> 33) % corpus.len()];
+        out.extend(sentence.split_whitespace().take(words - out.len()));
+    }
+    out.join(" ")
+}
+
+/// `clients` clients each posting six requests of 32 texts of 120 words; prints the answers'
+/// statuses and latency.
+async fn bulk(client: &reqwest::Client, base: &str, clients: usize, corpus: &Arc<Vec<String>>) {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, corpus) = (client.clone(), corpus.clone());
+            let url = format!("{base}/v1/embeddings");
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for r in 0..6 {
+                    let input: Vec<String> = (0..32)
+                        .map(|k| bulk_text(&corpus, (clients * 1000 + c * 100 + r) * 32 + k, 120))
+                        .collect();
+                    let t = Instant::now();
+                    let resp = client
+                        .post(&url)
+                        .json(&json!({"input": input, "model": "all-MiniLM-L6-v2"}))
+                        .send()
+                        .await;
+                    let status = resp.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                    if let Ok(r) = resp {
+                        let _ = r.bytes().await;
+                    }
+                    out.push((status, t.elapsed()));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    let mut took: Vec<Duration> = answers.iter().map(|a| a.1).collect();
+    took.sort();
+    let count = |s: u16| answers.iter().filter(|a| a.0 == s).count();
+    println!(
+        "{}",
+        json!({
+            "phase": "bulk",
+            "clients": clients,
+            "requests": answers.len(),
+            "ok": count(200),
+            "refused": count(429),
+            "other": answers.len() - count(200) - count(429),
+            "p50_ms": ms(&took, 0.5),
+            "max_ms": ms(&took, 1.0),
+            "texts_per_s": ((count(200) * 32) as f64 / started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        })
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS] [--no-curve]";
-    let bin = args.get(1).expect(usage);
-    let secs: u64 = args.get(2).map_or(20, |s| s.parse().expect(usage));
-    let bound: u64 = args.get(3).map_or(250, |s| s.parse().expect(usage));
+    let usage = "usage: admission-bench AISTACK_BINARY [SECONDS_PER_PHASE] [MAX_QUEUE_WAIT_MS|auto] [--no-curve] [--texts N] [--bulk]";
+    let flags: Vec<&String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let bin = flags.first().expect(usage);
+    let secs: u64 = flags.get(1).map_or(20, |s| s.parse().expect(usage));
+    let bound: Option<u64> = match flags.get(2).map(|s| s.as_str()) {
+        None | Some("auto") => None,
+        Some(s) => Some(s.parse().expect(usage)),
+    };
     let curve = !args.iter().any(|a| a == "--no-curve");
+    let bulk_phase = args.iter().any(|a| a == "--bulk");
+    if let Some(i) = args.iter().position(|a| a == "--texts") {
+        let n: usize = args.get(i + 1).and_then(|s| s.parse().ok()).expect(usage);
+        TEXTS.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
     let corpus = Arc::new(sentences());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -215,7 +302,7 @@ async fn main() {
         .unwrap();
 
     // Admission by count only: its own server.
-    let (server, base) = start(bin, 0, &client).await;
+    let (server, base) = start(bin, Some(0), &client).await;
     // Warm up (first passes allocate), then the phases.
     phase(&client, &base, 2, 2, &corpus, true).await;
     let one = phase(&client, &base, 1, secs, &corpus, true).await;
@@ -235,6 +322,19 @@ async fn main() {
     // Admission by wait: a second server, warmed with its slots full, measured against the
     // first's unloaded p99 and slots-full goodput.
     let (_server, base) = start(bin, bound, &client).await;
+    let health: Value = client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queue_wait = health["model"]["queue_wait"].clone();
+    println!(
+        "{}",
+        json!({"phase": "bounded_server", "queue_wait": queue_wait})
+    );
     phase(&client, &base, 2, 2, &corpus, true).await;
     phase(&client, &base, 16, secs, &corpus, true).await;
     let by_wait = phase(&client, &base, 64, secs, &corpus, true).await;
@@ -246,7 +346,9 @@ async fn main() {
     println!(
         "{}",
         json!({
-            "max_queue_wait_ms": bound,
+            "max_queue_wait_ms": queue_wait["bound_ms"],
+            "queue_wait_source": queue_wait["source"],
+            "texts_per_request": TEXTS.load(std::sync::atomic::Ordering::Relaxed),
             "admitted_p99_over_unloaded_p99": (p99 / unloaded_p99 * 100.0).round() / 100.0,
             "goal_admitted_p99": p99 <= 3.0 * unloaded_p99,
             "refused_p99_ms": refused_p99,
@@ -255,4 +357,11 @@ async fn main() {
             "goal_goodput": goodput >= 0.9 * max_goodput,
         })
     );
+    if bulk_phase {
+        // Let the overload drain before the bulk clients come.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for clients in [1usize, 2, 4, 8] {
+            bulk(&client, &base, clients, &corpus).await;
+        }
+    }
 }

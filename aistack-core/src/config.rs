@@ -156,10 +156,6 @@ impl Default for ServerSettings {
     }
 }
 
-/// The bound of admission by wait time in `aistack serve` and `aistack mcp` when
-/// `embed.max_queue_wait_ms` is not set, in milliseconds.
-pub const SERVER_MAX_QUEUE_WAIT_MS: u64 = 250;
-
 /// The embeddings engine: which model, its limits and its batching.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -184,13 +180,19 @@ pub struct EmbedSettings {
     pub max_concurrent_requests: usize,
     /// Deadline for one embedding request, in milliseconds, queueing included.
     pub request_timeout_ms: u64,
-    /// Admission by wait time: an embeddings request, or a search that embeds its query, is
-    /// refused at once (429, `Retry-After` from the estimate) when the queue ahead of it would
-    /// take longer than this to compute, in milliseconds. Ingestion queues instead (up to
-    /// `max_concurrent_requests` and its deadline). `0` admits by count only. Unset: 250 ms
-    /// in the servers ([`SERVER_MAX_QUEUE_WAIT_MS`]), off in-process (the library, the CLI
-    /// and Python own their callers' concurrency).
+    /// Admission by wait time: an interactive request (an embeddings request or a search that
+    /// costs at most four times this bound to compute) is refused at once (429, `Retry-After` from the
+    /// estimate) when the queue ahead of it would take longer than this to compute, in
+    /// milliseconds. Larger requests and ingestion are bulk work: they queue, and are refused
+    /// only when the queue could not finish them within 80% of `request_timeout_ms`. `0`
+    /// admits by count only. Unset: calibrated at start in the servers (three times a
+    /// measured forward pass of eight short sentences, see `docs/server.md`), off in-process
+    /// (the library, the CLI and Python own their callers' concurrency).
     pub max_queue_wait_ms: Option<u64>,
+    /// Whether an unset `max_queue_wait_ms` is calibrated at start ([`EmbedSettings::for_server`]
+    /// sets it); not a setting of its own.
+    #[serde(skip)]
+    pub calibrate_queue_wait: bool,
     /// Attempts at loading (downloading) the model before the engine reports `Failed`.
     pub load_attempts: u32,
     /// Compute threads of the model; `0` means one per core.
@@ -211,6 +213,7 @@ impl Default for EmbedSettings {
             max_concurrent_requests: 512,
             request_timeout_ms: 30_000,
             max_queue_wait_ms: None,
+            calibrate_queue_wait: false,
             load_attempts: 5,
             threads: 0,
         }
@@ -231,11 +234,11 @@ impl EmbedSettings {
             .map(Duration::from_millis)
     }
 
-    /// These settings as a server runs them: admission by wait time on
-    /// ([`SERVER_MAX_QUEUE_WAIT_MS`]) unless configured.
+    /// These settings as a server runs them: admission by wait time on, its bound calibrated
+    /// at start unless `max_queue_wait_ms` is configured.
     pub fn for_server(&self) -> Self {
         let mut s = self.clone();
-        s.max_queue_wait_ms.get_or_insert(SERVER_MAX_QUEUE_WAIT_MS);
+        s.calibrate_queue_wait = s.max_queue_wait_ms.is_none();
         s
     }
 }
@@ -573,20 +576,22 @@ mod tests {
     fn admission_by_wait_is_on_in_servers_and_off_in_process_unless_set() {
         let s = Settings::load_with(None, Environment::Dev, no_vars()).unwrap();
         assert_eq!(s.embed.max_queue_wait(), None);
+        assert!(!s.embed.calibrate_queue_wait);
+        // Unset in a server: calibrated at start.
         let served = s.embed.for_server();
-        assert_eq!(
-            served.max_queue_wait(),
-            Some(Duration::from_millis(SERVER_MAX_QUEUE_WAIT_MS))
-        );
+        assert_eq!(served.max_queue_wait(), None);
+        assert!(served.calibrate_queue_wait);
         let mut off = s.embed.clone();
         off.max_queue_wait_ms = Some(0);
         assert_eq!(off.for_server().max_queue_wait(), None);
+        assert!(!off.for_server().calibrate_queue_wait);
         let mut set = s.embed;
         set.max_queue_wait_ms = Some(80);
         assert_eq!(
             set.for_server().max_queue_wait(),
             Some(Duration::from_millis(80))
         );
+        assert!(!set.for_server().calibrate_queue_wait);
     }
 
     #[test]

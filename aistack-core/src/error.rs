@@ -163,6 +163,18 @@ pub enum Error {
         bound: Duration,
     },
 
+    /// Bulk work (a large embeddings request, ingestion) that the queue could not finish before
+    /// its deadline: refused at once rather than left to time out.
+    #[error("overloaded: the embedding queue would finish this request in about {} ms, later than the {} ms it may take (80% of its deadline, embed.request_timeout_ms); retry in about {} ms", finish.as_millis(), deadline.as_millis(), retry.as_millis())]
+    DeadlineFull {
+        /// When the queue would have finished it, at the measured rate.
+        finish: Duration,
+        /// The longest a request of its kind may be queued and computed.
+        deadline: Duration,
+        /// When enough of the work ahead is done for it to fit, at the measured rate.
+        retry: Duration,
+    },
+
     /// The operation exceeded its deadline.
     #[error("{what} timed out after {after:?}")]
     Timeout {
@@ -225,7 +237,9 @@ impl Error {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Unavailable { .. } | Error::CircuitOpen { .. } => ErrorKind::Unavailable,
-            Error::Overloaded(_) | Error::QueueFull { .. } => ErrorKind::Overloaded,
+            Error::Overloaded(_) | Error::QueueFull { .. } | Error::DeadlineFull { .. } => {
+                ErrorKind::Overloaded
+            }
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Upstream(_) => ErrorKind::UpstreamFailed,
             Error::Config { .. } => ErrorKind::Config,
@@ -275,6 +289,7 @@ impl Error {
             // a retry finds once the work ahead is done has refilled by about one bound: asking
             // for `wait + bound` halves the refusals that asking for `wait` gets.
             Error::QueueFull { wait, bound } => Some(*wait + *bound),
+            Error::DeadlineFull { retry, .. } => Some(*retry),
             _ => self.kind().retry_hint(),
         }
     }

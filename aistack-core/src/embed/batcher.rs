@@ -2,10 +2,19 @@
 //! waiting sequences into forward passes by a token budget, shortest first so padding stays small.
 //!
 //! Callers tokenize, submit their sequences and await the reply; a caller that has gone (timed
-//! out or dropped) is skipped before its sequences are computed. Two lanes: latency-bound work
-//! ([`Batcher::submit_bounded`]: queries, embeddings calls) is admitted by its expected wait and
-//! runs before bulk work ([`Batcher::submit`]: ingestion), which waits and is cut into passes of
-//! about half the wait bound, so a query arriving during a bulk import waits for one short pass.
+//! out or dropped) is skipped before its sequences are computed. Two lanes, chosen by the work's
+//! own cost:
+//! - interactive: a latency-bound request ([`Batcher::submit_bounded`]: a query, an embeddings
+//!   call) that costs at most four wait bounds to compute ([`INTERACTIVE_COST`]). It is admitted by its expected wait (the
+//!   pass in progress and the interactive work ahead, at the measured rate, within
+//!   `max_queue_wait`) and runs before any bulk work still waiting;
+//! - bulk: ingestion ([`Batcher::submit`]) and latency-bound requests that cost more (an
+//!   `embed_documents` call of 32 long texts). It is admitted by its deadline: when the
+//!   whole queue, with it, can be computed within 80% of its deadline at the measured rate, so it
+//!   waits and is answered rather than refused for the queries' bound, and is refused at once
+//!   (with an honest retry time) only when it could not finish in time. It runs in passes of
+//!   about half the wait bound, so a query arriving during an import waits for one short pass.
+//!
 //! Bulk work that has waited a second gets one pass ahead, so queries cannot stall it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +50,9 @@ pub struct BatcherConfig {
     pub max_batch_requests: usize,
     /// Requests admitted at once, queued or computing.
     pub max_concurrent_requests: usize,
-    /// Longest expected queueing time a latency-bound request is admitted with
-    /// ([`Batcher::check_wait`]); `None`: admission by count only.
+    /// Longest expected queueing time an interactive request is admitted with
+    /// ([`Batcher::check_wait`]); it also turns on admission of bulk work by its deadline.
+    /// `None`: admission by count only.
     pub max_queue_wait: Option<Duration>,
 }
 
@@ -53,7 +63,8 @@ pub struct BatcherStats {
     pub in_flight: u64,
     /// Requests refused because admission was full.
     pub rejected: u64,
-    /// Requests refused because their expected queueing time was over the bound.
+    /// Requests refused because their expected queueing time was over the bound, or (bulk work)
+    /// because the queue could not have finished them before their deadline.
     pub rejected_wait: u64,
     /// Tokens queued or computing, of every kind of request.
     pub queued_tokens: u64,
@@ -167,6 +178,16 @@ fn sub(counter: &AtomicU64, n: usize) {
 /// Weight of the newest forward pass in the throughput estimate.
 const RATE_WEIGHT: f64 = 0.2;
 
+/// The share of its deadline that bulk work may expect to spend queued and computed when it is
+/// admitted. The rest is a margin: for interactive work, which goes first, arriving after it,
+/// and for the rate estimate, which follows the load's mix of lengths.
+const DEADLINE_SHARE: f64 = 0.8;
+
+/// How many wait bounds of compute a latency-bound request may cost and still be interactive.
+/// Well above a typical query or chat-turn request (a third of a bound): the throughput estimate
+/// moves with the load, and a request that is not interactive waits behind the queries.
+pub const INTERACTIVE_COST: f64 = 4.0;
+
 /// Tokens of a job's sequences, as the queue counts them.
 fn job_tokens(seqs: &[Vec<u32>]) -> usize {
     seqs.iter().map(|s| s.len().max(1)).sum()
@@ -223,8 +244,8 @@ impl Batcher {
         }
     }
 
-    /// How long a latency-bound request queued now would wait before its first forward pass:
-    /// the tokens ahead of it (the pass being computed and the latency-bound work waiting; bulk
+    /// How long an interactive request queued now would wait before its first forward pass:
+    /// the tokens ahead of it (the pass being computed and the interactive work waiting; bulk
     /// work waits behind it) over the recent throughput. `None` until a pass was measured.
     pub fn expected_wait(&self) -> Option<Duration> {
         let rate = self.counters.rate()?;
@@ -233,14 +254,27 @@ impl Batcher {
         Some(Duration::from_secs_f64(ahead as f64 / rate))
     }
 
-    /// Admission by wait time, for latency-bound requests: fails at once with `Overloaded`,
-    /// retry after the expected wait, when a request queued now would wait longer than
-    /// `max_queue_wait` (so admitted requests finish in time and the rest hear it at once).
-    pub fn check_wait(&self) -> Result<()> {
+    /// Whether a latency-bound request of `tokens` goes in the interactive lane: it costs at
+    /// most [`INTERACTIVE_COST`] wait bounds to compute (always, before a pass was measured or
+    /// without a bound).
+    pub fn is_interactive(&self, tokens: usize) -> bool {
+        match (self.max_queue_wait, self.counters.rate()) {
+            (Some(bound), Some(rate)) => {
+                tokens as f64 <= INTERACTIVE_COST * bound.as_secs_f64() * rate
+            }
+            _ => true,
+        }
+    }
+
+    /// The early, cheap form of admission by wait, before tokenizing: fails at once with
+    /// `Overloaded`, retry after the expected wait plus the bound, when a latency-bound request
+    /// of at most `max_tokens` tokens would be interactive and would wait longer than
+    /// `max_queue_wait`. Larger requests are left to the deadline check when they are queued.
+    pub fn check_wait(&self, max_tokens: usize) -> Result<()> {
         let (Some(bound), Some(wait)) = (self.max_queue_wait, self.expected_wait()) else {
             return Ok(());
         };
-        if wait <= bound {
+        if wait <= bound || !self.is_interactive(max_tokens) {
             return Ok(());
         }
         self.counters.rejected_wait.fetch_add(1, Ordering::Relaxed);
@@ -248,7 +282,8 @@ impl Batcher {
     }
 
     /// Queues `seqs` as bulk work (ingestion) and waits for their vectors, in order, for at most
-    /// `timeout`. Bulk work is never refused for its wait, and waits behind latency-bound work.
+    /// `timeout`. Bulk work waits behind interactive work; with admission by wait on, it is
+    /// refused at once only when the queue could not finish it within 80% of `timeout`.
     pub async fn submit(
         &self,
         admission: Admission,
@@ -258,52 +293,76 @@ impl Batcher {
         self.enqueue(admission, seqs, timeout, false).await
     }
 
-    /// As [`Batcher::submit`], for a latency-bound request (a query, an embeddings call): it
-    /// goes before any bulk work still waiting, and the wait bound is checked and its tokens
-    /// queued in one step, so requests admitted at the same moment cannot together overshoot
-    /// the bound (each sees the others' tokens).
+    /// As [`Batcher::submit`], for a latency-bound request (a query, an embeddings call). If it
+    /// costs at most [`INTERACTIVE_COST`] wait bounds it is interactive: it goes before any bulk work still
+    /// waiting, and the wait bound is checked and its tokens queued in one step, so requests
+    /// admitted at the same moment cannot together overshoot the bound (each sees the others'
+    /// tokens). A larger one is bulk work, admitted by its deadline.
     pub async fn submit_bounded(
         &self,
         admission: Admission,
         seqs: Vec<Vec<u32>>,
         timeout: Duration,
     ) -> Result<Vec<Vec<f32>>> {
-        self.enqueue(admission, seqs, timeout, true).await
+        let urgent = self.is_interactive(job_tokens(&seqs));
+        self.enqueue(admission, seqs, timeout, urgent).await
     }
 
-    /// Adds `tokens` to the queue; a latency-bound (`urgent`) request only if the tokens ahead
-    /// of it are within the wait bound at the measured rate.
-    fn reserve(&self, tokens: usize, urgent: bool) -> Result<()> {
+    /// Adds `tokens` to the queue: interactive (`urgent`) work only if the tokens ahead of it
+    /// are within the wait bound at the measured rate, bulk work only if the whole queue with it
+    /// can be computed within 80% of its `deadline` (or the queue is empty).
+    fn reserve(&self, tokens: usize, urgent: bool, deadline: Duration) -> Result<()> {
         let c = &self.counters;
         let add = tokens as u64;
-        if urgent {
-            match (self.max_queue_wait, c.rate()) {
-                (Some(bound), Some(rate)) => {
-                    let limit = bound.as_secs_f64() * rate;
-                    // The pass is read after the waiting tokens, and the worker writes it before
-                    // it takes them off (both sequentially consistent): tokens moving into a
-                    // pass are seen in one place or both, never in neither.
-                    let mut ahead = 0;
-                    let admitted =
-                        c.urgent_tokens
-                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
-                                ahead = q + c.pass_tokens.load(Ordering::SeqCst);
-                                (ahead as f64 <= limit).then_some(q + add)
-                            });
-                    if admitted.is_err() {
-                        c.rejected_wait.fetch_add(1, Ordering::Relaxed);
-                        return Err(Error::QueueFull {
-                            wait: Duration::from_secs_f64(ahead as f64 / rate),
-                            bound,
-                        });
-                    }
-                }
-                _ => {
-                    c.urgent_tokens.fetch_add(add, Ordering::SeqCst);
-                }
+        let (Some(bound), Some(rate)) = (self.max_queue_wait, c.rate()) else {
+            if urgent {
+                c.urgent_tokens.fetch_add(add, Ordering::SeqCst);
             }
+            c.queued_tokens.fetch_add(add, Ordering::SeqCst);
+            return Ok(());
+        };
+        if urgent {
+            let limit = bound.as_secs_f64() * rate;
+            // The pass is read after the waiting tokens, and the worker writes it before it
+            // takes them off (both sequentially consistent): tokens moving into a pass are seen
+            // in one place or both, never in neither.
+            let mut ahead = 0;
+            let admitted = c
+                .urgent_tokens
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                    ahead = q + c.pass_tokens.load(Ordering::SeqCst);
+                    (ahead as f64 <= limit).then_some(q + add)
+                });
+            if admitted.is_err() {
+                c.rejected_wait.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::QueueFull {
+                    wait: Duration::from_secs_f64(ahead as f64 / rate),
+                    bound,
+                });
+            }
+            c.queued_tokens.fetch_add(add, Ordering::SeqCst);
+            return Ok(());
         }
-        c.queued_tokens.fetch_add(add, Ordering::Relaxed);
+        // Bulk: every queued token is ahead of it or computed before it finishes (interactive
+        // work arriving later may still go first: hence a margin of a fifth of the deadline).
+        let allowed = deadline.mul_f64(DEADLINE_SHARE);
+        let limit = allowed.as_secs_f64() * rate;
+        let mut ahead = 0;
+        let admitted = c
+            .queued_tokens
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                ahead = q;
+                (q == 0 || (q + add) as f64 <= limit).then_some(q + add)
+            });
+        if admitted.is_err() {
+            c.rejected_wait.fetch_add(1, Ordering::Relaxed);
+            let over = ahead as f64 - (limit - add as f64).max(0.0);
+            return Err(Error::DeadlineFull {
+                finish: Duration::from_secs_f64((ahead + add) as f64 / rate),
+                deadline: allowed,
+                retry: Duration::from_secs_f64((over / rate).max(0.001)),
+            });
+        }
         Ok(())
     }
 
@@ -319,7 +378,7 @@ impl Batcher {
         }
         let (reply, rx) = oneshot::channel();
         let tokens = job_tokens(&seqs);
-        self.reserve(tokens, urgent)?;
+        self.reserve(tokens, urgent, timeout)?;
         let job = Job {
             seqs,
             reply,
@@ -344,6 +403,18 @@ impl Batcher {
         }
     }
 
+    /// Folds a forward pass of `tokens` that took `took`, run outside the batcher (the
+    /// calibration at start), into the throughput estimate, so admission works from the first
+    /// request.
+    pub fn observe_pass(&self, tokens: usize, took: Duration) {
+        self.counters.observe(tokens, took);
+    }
+
+    /// The bound interactive requests are admitted with, if any.
+    pub fn max_queue_wait(&self) -> Option<Duration> {
+        self.max_queue_wait
+    }
+
     /// Current counters.
     pub fn stats(&self) -> BatcherStats {
         let c = &self.counters;
@@ -362,6 +433,60 @@ impl Batcher {
             queue_wait_us: c.queue_wait_us.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Where the wait bound of interactive requests came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueWaitSource {
+    /// Measured at start on this CPU and model ([`calibrated_bound`]).
+    Calibrated,
+    /// Set by `embed.max_queue_wait_ms`.
+    Configured,
+    /// Admission by count only.
+    Off,
+}
+
+/// The wait bound a batcher admits interactive requests with, and how it was chosen: for
+/// `/health`, the startup log and the Python `Embedder`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QueueWaitInfo {
+    /// The bound in milliseconds; `None` when admission is by count only.
+    pub bound_ms: Option<u64>,
+    /// Where it came from.
+    pub source: QueueWaitSource,
+    /// The measured forward pass of the reference batch, in milliseconds, when calibrated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration_pass_ms: Option<f64>,
+}
+
+/// Median time of `passes` forward passes of `batch`, after one warm-up pass: what a pass of
+/// that shape costs on this CPU and model.
+pub fn time_passes<C: BatchCompute>(
+    compute: &C,
+    batch: &[&[u32]],
+    passes: usize,
+) -> Result<Duration> {
+    compute.compute(batch)?;
+    let mut times = Vec::with_capacity(passes.max(1));
+    for _ in 0..passes.max(1) {
+        let t = Instant::now();
+        compute.compute(batch)?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// How many measured reference passes the calibrated wait bound is.
+pub const CALIBRATION_FACTOR: u32 = 3;
+
+/// The wait bound calibrated from `pass`, the measured pass of eight short sentences (a typical
+/// interactive request): [`CALIBRATION_FACTOR`] passes, kept within 10 ms and 2 s. An admitted
+/// request waits at most about one bound, then shares a pass of about one bound's work, so its
+/// latency stays near three times its unloaded latency (see `docs/server.md`).
+pub fn calibrated_bound(pass: Duration) -> Duration {
+    (pass * CALIBRATION_FACTOR).clamp(Duration::from_millis(10), Duration::from_secs(2))
 }
 
 /// A place in the batcher, taken by [`Batcher::admit`]; released when the request is answered or
@@ -421,14 +546,14 @@ fn worker<C: BatchCompute>(
         let bulk_overdue = bulk_since.is_some_and(|t| t.elapsed() > BULK_MAX_WAIT);
         // Latency-bound requests go first, whole, between the passes of a bulk round.
         if !urgent.is_empty() && !bulk_overdue {
-            let mut round = Round::new(std::mem::take(&mut urgent), &counters);
+            let mut round = Round::new(std::mem::take(&mut urgent), &counters, false);
             while round.step(&*compute, &config, config.max_batch_tokens, &counters) {}
             continue;
         }
         let round = match &mut bulk_round {
             Some(r) => r,
             None if bulk.is_empty() => continue,
-            None => bulk_round.insert(Round::new(std::mem::take(&mut bulk), &counters)),
+            None => bulk_round.insert(Round::new(std::mem::take(&mut bulk), &counters, true)),
         };
         let budget = bulk_pass_budget(&config, &counters);
         if !round.step(&*compute, &config, budget, &counters) {
@@ -464,7 +589,10 @@ fn bulk_pass_budget(config: &BatcherConfig, counters: &Counters) -> usize {
 
 /// One round of queued jobs: their sequences sorted by length, computed pass by pass under the
 /// token and sequence budgets; each job is answered as soon as its last sequence is done. A
-/// bulk round can pause between passes while latency-bound work goes first.
+/// bulk round can pause between passes while latency-bound work goes first, and keeps its jobs
+/// in arrival order (each job's sequences sorted by length): a bulk job is finished after the
+/// work that was queued before it, never after work that came later, which is what its
+/// admission by deadline assumes.
 struct Round {
     pending: Vec<Pending>,
     /// (job, sequence) in ascending length.
@@ -475,7 +603,7 @@ struct Round {
 }
 
 impl Round {
-    fn new(jobs: Vec<Job>, counters: &Counters) -> Self {
+    fn new(jobs: Vec<Job>, counters: &Counters, in_arrival_order: bool) -> Self {
         let pending: Vec<Pending> = jobs
             .into_iter()
             .filter_map(|job| {
@@ -498,7 +626,11 @@ impl Round {
             .enumerate()
             .flat_map(|(j, p)| (0..p.job.seqs.len()).map(move |s| (j, s)))
             .collect();
-        order.sort_by_key(|&(j, s)| pending[j].job.seqs[s].len());
+        if in_arrival_order {
+            order.sort_by_key(|&(j, s)| (j, pending[j].job.seqs[s].len()));
+        } else {
+            order.sort_by_key(|&(j, s)| pending[j].job.seqs[s].len());
+        }
         let waited = vec![false; pending.len()];
         Self {
             pending,
@@ -637,7 +769,7 @@ fn run_round<C: BatchCompute>(
     jobs: Vec<Job>,
     counters: &Counters,
 ) {
-    let mut round = Round::new(jobs, counters);
+    let mut round = Round::new(jobs, counters, false);
     while round.step(compute, config, config.max_batch_tokens, counters) {}
 }
 
@@ -836,7 +968,9 @@ mod tests {
             let b = b.clone();
             handles.push(tokio::spawn(async move {
                 let s = vec![seq(2 + (i as usize % 5), i)];
-                b.submit(b.admit().unwrap(), s, T).await
+                // Interactive work: one round sorted by length across callers (bulk rounds keep
+                // their callers in arrival order).
+                b.submit_bounded(b.admit().unwrap(), s, T).await
             }));
         }
         while b.stats().in_flight < 21 {
@@ -883,40 +1017,188 @@ mod tests {
 
     #[tokio::test]
     async fn admission_by_wait_refuses_what_would_queue_too_long() {
-        let (b, _, gate_tx) = gated(cfg(1000, 8, 8), 50);
+        let (b, _, gate_tx) = gated(cfg(1000, 8, 8), 500);
         // Nothing measured yet: admitted.
         assert_eq!(b.expected_wait(), None);
-        b.check_wait().unwrap();
-        // 20 tokens a second.
+        b.check_wait(10).unwrap();
+        // 20 tokens a second: the bound is 10 tokens of work.
         hold_one_pass(&b, &gate_tx, 2).await;
         assert_eq!(b.stats().queued_tokens, 0);
         assert_eq!(b.stats().tokens_per_second, 20);
-        b.check_wait().unwrap();
-        // A query of 40 tokens, queued or held in its pass: 2 s of work, over the bound.
-        let b2 = b.clone();
-        let seqs: Vec<Vec<u32>> = (0..4).map(|i| seq(10, i)).collect();
-        let h = tokio::spawn(async move { b2.submit_bounded(b2.admit().unwrap(), seqs, T).await });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while b.stats().queued_tokens < 40 {
-            assert!(Instant::now() < deadline, "the job was never queued");
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        b.check_wait(10).unwrap();
+        // Two interactive queries of 8 tokens: the first is held in its pass (400 ms of work
+        // ahead of the next), the second waits behind it (800 ms in all, over the bound).
+        let mut held = Vec::new();
+        for i in 0..2 {
+            let b2 = b.clone();
+            let seqs: Vec<Vec<u32>> = (0..4).map(|_| seq(2, i)).collect();
+            held.push(tokio::spawn(async move {
+                b2.submit_bounded(b2.admit().unwrap(), seqs, T).await
+            }));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while b.stats().queued_tokens < 8 * (i as u64 + 1) {
+                assert!(Instant::now() < deadline, "the job was never queued");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
-        let err = b.check_wait().unwrap_err();
+        let err = b.check_wait(8).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Overloaded);
         let after = err.retry_after().unwrap();
-        assert!(after >= Duration::from_millis(400), "{after:?}");
+        assert!(after >= Duration::from_millis(800), "{after:?}");
+        assert_eq!(b.stats().rejected_wait, 1);
+        // A request too large to be interactive (over four bounds of work) is not refused for
+        // the queries' bound: it is bulk work, admitted by its deadline when it is queued.
+        b.check_wait(41).unwrap();
         assert_eq!(b.stats().rejected_wait, 1);
         // Once the queue drains, requests are admitted again.
         gate_tx.send(()).unwrap();
-        assert_eq!(h.await.unwrap().unwrap().len(), 4);
+        gate_tx.send(()).unwrap();
+        for h in held {
+            assert_eq!(h.await.unwrap().unwrap().len(), 4);
+        }
         assert_eq!(b.stats().queued_tokens, 0);
-        b.check_wait().unwrap();
+        b.check_wait(8).unwrap();
+    }
+
+    #[tokio::test]
+    async fn bulk_work_waits_within_its_deadline_and_is_refused_honestly_past_it() {
+        // One sequence a pass; bound 150 ms.
+        let (b, rec, gate_tx) = gated(cfg(1000, 1, 64), 150);
+        // 100 tokens a second: a request of 80 tokens (800 ms) is more than four bounds, so
+        // latency-bound or not, it is bulk work. A 5 s deadline admits 4 s of queue (80% of it:
+        // 400 tokens).
+        hold_one_pass(&b, &gate_tx, 10).await;
+        let deadline = Duration::from_secs(5);
+        assert!(!b.is_interactive(80) && b.is_interactive(60));
+        let many = |i: u32| (0..16).map(|_| seq(5, i)).collect::<Vec<_>>();
+        let mut admitted = Vec::new();
+        for i in 0..5u32 {
+            let b2 = b.clone();
+            let a = b.admit().unwrap();
+            let seqs = many(i);
+            admitted.push(tokio::spawn(async move {
+                b2.submit_bounded(a, seqs, deadline).await
+            }));
+            let until = Instant::now() + Duration::from_secs(5);
+            while b.stats().queued_tokens < 80 * (u64::from(i) + 1) {
+                assert!(Instant::now() < until, "{:?}", b.stats());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        // Five of them make 400 tokens, 4 s of work: all waited, none refused, though the
+        // queue ahead of the later ones was far over the 150 ms bound.
+        assert_eq!(b.stats().rejected_wait, 0);
+        assert_eq!(
+            b.stats().urgent_tokens,
+            0,
+            "bulk work is not in the interactive lane"
+        );
+        // A sixth would finish after 4.8 s, past 80% of its deadline: refused at once, told to
+        // come back when 80 tokens are done (800 ms), not after the whole queue.
+        let err = b
+            .submit_bounded(b.admit().unwrap(), many(9), deadline)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Overloaded, "{err}");
+        let retry = err.retry_after().unwrap();
+        assert!(
+            (Duration::from_millis(790)..=Duration::from_millis(810)).contains(&retry),
+            "{retry:?}: {err}"
+        );
+        assert!(err.to_string().contains("4800 ms"), "{err}");
+        assert_eq!(b.stats().rejected_wait, 1);
+        assert_eq!(b.stats().queued_tokens, 400);
+        // An interactive query still gets in ahead of them: only the pass in progress (one
+        // sequence of 5 tokens) is ahead of it.
+        let b2 = b.clone();
+        let query = tokio::spawn(async move {
+            b2.submit_bounded(b2.admit().unwrap(), vec![seq(5, 7)], deadline)
+                .await
+        });
+        let until = Instant::now() + Duration::from_secs(5);
+        while b.stats().urgent_tokens < 5 {
+            assert!(Instant::now() < until, "{:?}", b.stats());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for _ in 0..81 {
+            gate_tx.send(()).unwrap();
+        }
+        let q = query.await.unwrap().unwrap();
+        assert_eq!(q[0][..2], [5.0, 7.0]);
+        for h in admitted {
+            assert_eq!(h.await.unwrap().unwrap().len(), 16);
+        }
+        // The held pass, then the query, then the other 79 bulk sequences.
+        assert_eq!(rec.batches.lock().unwrap().len(), 1 + 81);
+        assert_eq!(b.stats().queued_tokens, 0);
+    }
+
+    #[tokio::test]
+    async fn a_bulk_request_larger_than_its_whole_deadline_runs_when_the_queue_is_empty() {
+        let (b, _, gate_tx) = gated(cfg(1000, 8, 8), 100);
+        hold_one_pass(&b, &gate_tx, 10).await;
+        // 300 tokens at 100 a second: 3 s, more than a 2 s deadline even alone.
+        let b2 = b.clone();
+        let h = tokio::spawn(async move {
+            let seqs = (0..3).map(|i| seq(100, i)).collect();
+            b2.submit(b2.admit().unwrap(), seqs, Duration::from_secs(2))
+                .await
+        });
+        // Bulk passes of at most 128 tokens here: one sequence each.
+        for _ in 0..3 {
+            gate_tx.send(()).unwrap();
+        }
+        assert_eq!(h.await.unwrap().unwrap().len(), 3);
+        assert_eq!(b.stats().rejected_wait, 0);
+    }
+
+    #[test]
+    fn the_calibrated_bound_is_three_reference_passes_within_limits() {
+        assert_eq!(
+            calibrated_bound(Duration::from_millis(22)),
+            Duration::from_millis(66)
+        );
+        assert_eq!(
+            calibrated_bound(Duration::from_millis(1)),
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            calibrated_bound(Duration::from_secs(5)),
+            Duration::from_secs(2)
+        );
+        // The pass is timed on the compute itself: the median of the timed passes, after one
+        // warm-up that is not counted.
+        let rec = Recorder {
+            pass_time: Some(Duration::from_millis(20)),
+            ..Default::default()
+        };
+        let one = seq(4, 1);
+        let pass = time_passes(&rec, &[&one], 3).unwrap();
+        assert!(
+            (Duration::from_millis(20)..Duration::from_millis(200)).contains(&pass),
+            "{pass:?}"
+        );
+        assert_eq!(rec.batches.lock().unwrap().len(), 4);
+        // A batcher seeded with the measured pass admits by wait from its first request.
+        let b = Batcher::start(
+            Arc::new(Recorder::default()),
+            BatcherConfig {
+                max_queue_wait: Some(calibrated_bound(pass)),
+                ..cfg(1000, 8, 8)
+            },
+        )
+        .unwrap();
+        assert_eq!(b.expected_wait(), None);
+        b.observe_pass(4, pass);
+        assert_eq!(b.expected_wait(), Some(Duration::ZERO));
+        assert!(b.stats().tokens_per_second > 0);
     }
 
     #[tokio::test]
     async fn bounded_submits_arriving_together_cannot_overshoot_the_bound() {
-        let (b, _, gate_tx) = gated(cfg(1000, 64, 64), 50);
-        // 100 tokens a second, so the bound lets 5 tokens be ahead of a request.
+        let (b, _, gate_tx) = gated(cfg(1000, 64, 64), 100);
+        // 100 tokens a second, so the bound lets 10 tokens be ahead of a request (and a request
+        // of 10 tokens is interactive).
         hold_one_pass(&b, &gate_tx, 10).await;
         // Hold the thread on a pass of 1 token, so the queue is not empty.
         let b2 = b.clone();
@@ -929,7 +1211,7 @@ mod tests {
         // ahead), but as they join the queue only the first finds few enough tokens ahead.
         let admissions: Vec<Admission> = (0..20)
             .map(|_| {
-                b.check_wait().unwrap();
+                b.check_wait(10).unwrap();
                 b.admit().unwrap()
             })
             .collect();
@@ -977,6 +1259,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bulk_jobs_are_finished_in_arrival_order() {
+        // One sequence a pass, so the order of passes is the order of sequences.
+        let (b, rec, gate_tx) = gated(cfg(1000, 1, 16), 100);
+        hold_one_pass(&b, &gate_tx, 10).await;
+        // A pass of a first job is held while two more jobs queue: one of long sequences, then
+        // one of short ones.
+        let mut jobs = Vec::new();
+        for lens in [vec![1], vec![6, 5], vec![3, 2]] {
+            let b2 = b.clone();
+            let seqs: Vec<Vec<u32>> = lens.iter().map(|&l| seq(l, l as u32)).collect();
+            let queued = b.stats().queued_tokens;
+            jobs.push(tokio::spawn(async move {
+                b2.submit(b2.admit().unwrap(), seqs, T).await
+            }));
+            let until = Instant::now() + Duration::from_secs(5);
+            while b.stats().queued_tokens == queued {
+                assert!(Instant::now() < until, "{:?}", b.stats());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        for _ in 0..5 {
+            gate_tx.send(()).unwrap();
+        }
+        for j in jobs {
+            j.await.unwrap().unwrap();
+        }
+        // The later job's shorter sequences did not go before the earlier job's: that job is
+        // finished after the work queued before it, as its admission by deadline counted.
+        let batches = rec.batches.lock().unwrap().clone();
+        assert_eq!(
+            batches[1..],
+            [vec![1], vec![5], vec![6], vec![2], vec![3]],
+            "{batches:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn queries_go_before_bulk_work_and_are_not_refused_for_it() {
         // One sequence a pass, so a bulk round is several passes.
         let (b, rec, gate_tx) = gated(cfg(1000, 1, 16), 100);
@@ -996,7 +1315,7 @@ mod tests {
         // 18 bulk tokens wait (with the pass, 20: over the bound if they counted); a query
         // waits only for the pass in progress.
         assert_eq!(b.stats().queued_tokens, 20);
-        b.check_wait().unwrap();
+        b.check_wait(9).unwrap();
         let b2 = b.clone();
         let query = tokio::spawn(async move {
             b2.submit_bounded(b2.admit().unwrap(), vec![seq(9, 4)], T)

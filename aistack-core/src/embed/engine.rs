@@ -9,9 +9,12 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::batcher::{Batcher, BatcherConfig, BatcherStats};
+use super::batcher::{
+    calibrated_bound, time_passes, Batcher, BatcherConfig, BatcherStats, QueueWaitInfo,
+    QueueWaitSource,
+};
 use super::model::{ModelInfo, SentenceModel};
-use super::source::{ModelFiles, ModelSource};
+use super::source::{model_names, ModelFiles, ModelSource};
 use super::validate::InputLimits;
 use super::{Embedder, InputKind};
 use crate::cache::{Cache, CacheBound, CacheConfig, CacheStats};
@@ -41,13 +44,15 @@ enum Slot {
 /// Owns the model's lifecycle. Cheap to share as `Arc<EmbeddingEngine>`.
 pub struct EmbeddingEngine {
     model_spec: String,
+    /// The name clients know the model by (never a path): in every message they may see.
+    name: String,
     slot: watch::Receiver<Slot>,
 }
 
 impl std::fmt::Debug for EmbeddingEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddingEngine")
-            .field("model", &self.model_spec)
+            .field("model", &self.name)
             .field("state", &self.state())
             .finish()
     }
@@ -57,11 +62,22 @@ impl EmbeddingEngine {
     /// Starts loading `settings.model` in the background and returns at once. Must be called
     /// inside a tokio runtime. Downloads are retried up to `embed.load_attempts` times.
     pub fn start(settings: EmbedSettings, cache: CacheSettings) -> Arc<Self> {
+        Self::start_named(settings, cache, None)
+    }
+
+    /// As [`EmbeddingEngine::start`], with the name clients know the model by (a server's
+    /// `server.model_name`); by default the model's own name ([`model_names`]).
+    pub fn start_named(
+        settings: EmbedSettings,
+        cache: CacheSettings,
+        name: Option<&str>,
+    ) -> Arc<Self> {
+        let name = display_name(&settings.model, name);
         let spec = settings.model.clone();
         let revision = settings.revision.clone();
         let attempts = settings.load_attempts;
         let threads = settings.threads;
-        Self::start_with(settings, cache, move || async move {
+        Self::spawn(settings, cache, name, move || async move {
             let source = ModelSource::parse(&spec, &revision)?;
             let policy = RetryPolicy {
                 max_attempts: attempts.max(1),
@@ -86,29 +102,52 @@ impl EmbeddingEngine {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<SentenceModel>> + Send + 'static,
     {
+        let name = display_name(&settings.model, None);
+        Self::spawn(settings, cache, name, load)
+    }
+
+    fn spawn<F, Fut>(
+        settings: EmbedSettings,
+        cache: CacheSettings,
+        name: String,
+        load: F,
+    ) -> Arc<Self>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<SentenceModel>> + Send + 'static,
+    {
         let (tx, rx) = watch::channel(Slot::Loading);
         let spec = settings.model.clone();
+        let logged = spec.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let slot = match load().await {
-                Ok(model) => match ModelEmbedder::new(Arc::new(model), &settings, &cache) {
-                    Ok(e) => {
-                        tracing::info!(
-                            model = %e.info.model_id,
-                            dims = e.info.dims,
-                            max_input_tokens = e.info.max_input_tokens,
-                            load_ms = started.elapsed().as_millis() as u64,
-                            "embedding model ready"
-                        );
-                        Slot::Ready(Arc::new(e))
-                    }
-                    Err(e) => {
-                        tracing::error!(model = %settings.model, error = %e.chain(), "embedding model failed to start");
-                        Slot::Failed(e.chain())
-                    }
-                },
+            let ready = match load().await {
+                // Serving starts with a few timed passes (the calibration): off the async threads.
+                Ok(model) => tokio::task::spawn_blocking(move || {
+                    ModelEmbedder::new(Arc::new(model), &settings, &cache)
+                })
+                .await
+                .map_err(|e| Error::internal("the model start task failed", e))
+                .and_then(|r| r),
+                Err(e) => Err(e),
+            };
+            let slot = match ready {
+                Ok(e) => {
+                    let q = e.queue_wait;
+                    tracing::info!(
+                        model = %e.info.model_id,
+                        dims = e.info.dims,
+                        max_input_tokens = e.info.max_input_tokens,
+                        load_ms = started.elapsed().as_millis() as u64,
+                        queue_wait_ms = q.bound_ms,
+                        queue_wait = ?q.source,
+                        calibration_pass_ms = q.calibration_pass_ms,
+                        "embedding model ready"
+                    );
+                    Slot::Ready(Arc::new(e))
+                }
                 Err(e) => {
-                    tracing::error!(model = %settings.model, error = %e.chain(), "embedding model failed to load");
+                    tracing::error!(model = %logged, error = %e.chain(), "embedding model failed to load");
                     Slot::Failed(e.chain())
                 }
             };
@@ -116,6 +155,7 @@ impl EmbeddingEngine {
         });
         Arc::new(Self {
             model_spec: spec,
+            name,
             slot: rx,
         })
     }
@@ -134,18 +174,25 @@ impl EmbeddingEngine {
         }
     }
 
-    /// The ready embedder, or `Unavailable` at once while loading or after a failure.
+    /// The name clients know the model by, never a path.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ready embedder, or `Unavailable` at once while loading or after a failure. The
+    /// message names the model by [`EmbeddingEngine::name`]; a failure's cause (which may name
+    /// files) is the error's source, for logs and in-process callers, not its message.
     pub fn embedder(&self) -> Result<Arc<ModelEmbedder>> {
         match &*self.slot.borrow() {
             Slot::Ready(e) => Ok(e.clone()),
             Slot::Loading => Err(Error::unavailable(format!(
                 "the embedding model {} is still loading",
-                self.model_spec
+                self.name
             ))),
-            Slot::Failed(r) => Err(Error::unavailable(format!(
-                "the embedding model {} failed to load: {r}",
-                self.model_spec
-            ))),
+            Slot::Failed(r) => Err(Error::Unavailable {
+                reason: format!("the embedding model {} failed to load", self.name),
+                source: Some(r.clone().into()),
+            }),
         }
     }
 
@@ -159,7 +206,7 @@ impl EmbeddingEngine {
             Some(t) => {
                 if tokio::time::timeout(t, wait).await.is_err() {
                     return Err(Error::Timeout {
-                        what: format!("loading the embedding model {}", self.model_spec),
+                        what: format!("loading the embedding model {}", self.name),
                         after: t,
                     });
                 }
@@ -173,6 +220,15 @@ impl EmbeddingEngine {
     pub async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
         self.embedder()?.embed(texts, kind).await
     }
+}
+
+/// The name clients know the model given as `spec` by: `configured`, else its first name from
+/// [`model_names`], else `unnamed`. Never a path.
+fn display_name(spec: &str, configured: Option<&str>) -> String {
+    model_names(spec, configured)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "unnamed".to_string())
 }
 
 /// How returned vectors are normalized.
@@ -223,6 +279,7 @@ pub struct ModelEmbedder {
     limits: InputLimits,
     timeout: Duration,
     batcher: Batcher,
+    queue_wait: QueueWaitInfo,
     cache: Cache<CacheKey, Arc<[f32]>>,
 }
 
@@ -233,6 +290,22 @@ impl std::fmt::Debug for ModelEmbedder {
             .finish()
     }
 }
+
+/// The reference batch of the wait bound's calibration: eight short sentences, the shape of a
+/// typical interactive request (queries, a chat turn's retrieval).
+const CALIBRATION_TEXTS: [&str; 8] = [
+    "How do I reset my password if I no longer have access to my email?",
+    "The quarterly report shows revenue growth in every region except Europe.",
+    "Which Python version added structural pattern matching?",
+    "Cats often sleep for more than twelve hours a day.",
+    "Restart the service after changing its configuration file.",
+    "What is the difference between a process and a thread?",
+    "The museum is closed on Mondays and public holidays.",
+    "Vector databases store embeddings for similarity search.",
+];
+
+/// Timed passes of the calibration (after one warm-up); their median is used.
+const CALIBRATION_PASSES: usize = 5;
 
 /// Texts at or below this many bytes in total are tokenized on the calling task; more go to the
 /// blocking pool so a large request never stalls the async runtime.
@@ -246,15 +319,52 @@ impl ModelEmbedder {
         cache: &CacheSettings,
     ) -> Result<Self> {
         let info = model.info().clone();
+        // The wait bound: configured, off, or (a server's default) calibrated from a measured
+        // pass of a typical interactive request, which also seeds the throughput estimate.
+        let calibration = if settings.calibrate_queue_wait {
+            let seqs = model.tokenize(&CALIBRATION_TEXTS)?;
+            let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+            let pass = time_passes(&*model, &batch, CALIBRATION_PASSES)?;
+            Some((pass, seqs.iter().map(|s| s.len().max(1)).sum::<usize>()))
+        } else {
+            None
+        };
+        let (max_queue_wait, queue_wait) = match calibration {
+            Some((pass, _)) => {
+                let bound = calibrated_bound(pass);
+                let info = QueueWaitInfo {
+                    bound_ms: Some(bound.as_millis() as u64),
+                    source: QueueWaitSource::Calibrated,
+                    calibration_pass_ms: Some((pass.as_secs_f64() * 1e4).round() / 10.0),
+                };
+                (Some(bound), info)
+            }
+            None => {
+                let bound = settings.max_queue_wait();
+                let info = QueueWaitInfo {
+                    bound_ms: bound.map(|b| b.as_millis() as u64),
+                    source: if bound.is_some() {
+                        QueueWaitSource::Configured
+                    } else {
+                        QueueWaitSource::Off
+                    },
+                    calibration_pass_ms: None,
+                };
+                (bound, info)
+            }
+        };
         let batcher = Batcher::start(
             model.clone(),
             BatcherConfig {
                 max_batch_tokens: settings.max_batch_tokens.max(info.max_input_tokens),
                 max_batch_requests: settings.max_batch_requests,
                 max_concurrent_requests: settings.max_concurrent_requests,
-                max_queue_wait: settings.max_queue_wait(),
+                max_queue_wait,
             },
         )?;
+        if let Some((pass, tokens)) = calibration {
+            batcher.observe_pass(tokens, pass);
+        }
         let dims = info.dims;
         let embed_cache = Cache::new(
             CacheConfig {
@@ -283,6 +393,7 @@ impl ModelEmbedder {
             info,
             model,
             batcher,
+            queue_wait,
             cache: embed_cache,
         })
     }
@@ -290,6 +401,11 @@ impl ModelEmbedder {
     /// What the model is.
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The wait bound interactive requests are admitted with, and where it came from.
+    pub fn queue_wait(&self) -> QueueWaitInfo {
+        self.queue_wait
     }
 
     /// The limits requests are checked against.
@@ -433,7 +549,14 @@ impl ModelEmbedder {
             // too long (checked here before tokenizing, and again as their tokens join the
             // queue); passages (ingestion) queue up to their deadline instead.
             if kind != InputKind::Passage {
-                self.batcher.check_wait()?;
+                // At most: a token per byte, and the special tokens, each within the model's
+                // limit (so only what is surely interactive is refused before tokenizing).
+                let prefix_len = prefix.as_deref().map_or(0, str::len);
+                let max_tokens: usize = misses
+                    .iter()
+                    .map(|&i| (texts[i].len() + prefix_len + 2).min(self.info.max_input_tokens))
+                    .sum();
+                self.batcher.check_wait(max_tokens)?;
             }
             let inputs: Vec<String> = misses
                 .iter()

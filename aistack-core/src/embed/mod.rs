@@ -14,7 +14,10 @@ use std::future::Future;
 use async_trait::async_trait;
 use futures::stream::{Stream, StreamExt, TryStreamExt};
 
-pub use batcher::{Admission, BatchCompute, Batcher, BatcherConfig, BatcherStats};
+pub use batcher::{
+    calibrated_bound, time_passes, Admission, BatchCompute, Batcher, BatcherConfig, BatcherStats,
+    QueueWaitInfo, QueueWaitSource, CALIBRATION_FACTOR, INTERACTIVE_COST,
+};
 pub use engine::{EmbeddingEngine, EngineStats, ModelEmbedder, ModelState, Norm};
 pub use model::{normalize, ModelInfo, Pooling, SentenceModel};
 pub use source::{model_matches, model_names, ModelFiles, ModelSource};

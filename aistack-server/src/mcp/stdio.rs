@@ -27,7 +27,10 @@ pub async fn run(args: McpArgs, mut settings: Settings) -> Result<()> {
         settings.embed.model = m;
     }
     settings.validate()?;
-    let (state, opened) = open_app(&args.store, &settings).await?;
+    // A desktop client starts the process and calls at once: a tool call made while the model
+    // loads waits for it (up to the request deadline) instead of failing.
+    let wait = std::time::Duration::from_millis(settings.server.request_timeout_ms);
+    let (state, opened) = open_app(&args.store, &settings, Some(wait)).await?;
     tracing::info!(
         store = state.store.backend(),
         model = %state.engine.model_spec(),

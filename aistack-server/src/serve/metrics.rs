@@ -164,7 +164,7 @@ impl Collector for LiveSources {
         counter(
             &mut e,
             "embed_rejected_wait",
-            "Embedding requests refused because they would have queued longer than embed.max_queue_wait_ms",
+            "Embedding requests refused by admission by wait: interactive ones that would have queued longer than the wait bound, bulk ones the queue could not finish before their deadline",
             b.rejected_wait,
         )?;
         gauge(

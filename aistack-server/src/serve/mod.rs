@@ -17,6 +17,7 @@ pub use state::AppState;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aistack_core::config::Settings;
 use aistack_core::embed::EmbeddingEngine;
@@ -73,12 +74,23 @@ pub(crate) async fn shutdown_signal() {
 }
 
 /// Starts the engine (it loads in the background), opens the store the flags name (behind retry
-/// and a breaker when it is shared) and builds the state every route and MCP tool shares.
+/// and a breaker when it is shared) and builds the state every route and MCP tool shares;
+/// `model_wait` is how long a request waits for a model still loading ([`AppState::model_wait`]).
 pub async fn open_app(
     store_args: &StoreArgs,
     settings: &Settings,
+    model_wait: Option<Duration>,
 ) -> Result<(Arc<AppState>, OpenedStore)> {
-    let engine = EmbeddingEngine::start(settings.embed.for_server(), settings.cache.clone());
+    let mut embed = settings.embed.for_server();
+    // The engine's deadline is the request's: bulk work is admitted if it can finish in time.
+    embed.request_timeout_ms = embed
+        .request_timeout_ms
+        .min(settings.server.request_timeout_ms);
+    let engine = EmbeddingEngine::start_named(
+        embed,
+        settings.cache.clone(),
+        settings.server.model_name.as_deref(),
+    );
     let breakers = Arc::new(BreakerRegistry::new());
     let store_config = store_args.config()?;
     let shared = store_config.is_shared();
@@ -96,13 +108,9 @@ pub async fn open_app(
     } else {
         opened.store.clone()
     };
-    let state = Arc::new(AppState::new(
-        engine,
-        store,
-        breakers,
-        settings.clone(),
-        shared,
-    )?);
+    let mut state = AppState::new(engine, store, breakers, settings.clone(), shared)?;
+    state.model_wait = model_wait;
+    let state = Arc::new(state);
     Ok((state, opened))
 }
 
@@ -137,7 +145,7 @@ pub async fn run(args: ServeArgs, mut settings: Settings) -> Result<()> {
         tracing::warn!(bind = %s.bind, "listening beyond loopback without API keys: anyone who can reach this address can use the API");
     }
 
-    let (state, opened) = open_app(&args.store, &settings).await?;
+    let (state, opened) = open_app(&args.store, &settings, None).await?;
     // Upstream readiness is known before the first request, and kept current without traffic.
     let probes = state.gateway.spawn_probes();
     let router = router(state.clone(), keys);

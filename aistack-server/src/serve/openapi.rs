@@ -81,13 +81,89 @@ fn add_error(op: &mut utoipa::openapi::path::Operation, status: &str, descriptio
         .or_insert_with(|| response.into());
 }
 
-/// The OpenAPI document as this server is configured: with API keys, a bearer scheme on every
-/// route that needs one (documenting its 401) and none on the public ones.
-pub fn openapi_document(settings: &ServerSettings, keys_required: bool) -> String {
+/// The chat gateway's routes: listed only when `[llm]` configures a chat route (without one they
+/// answer 404).
+const CHAT_PATHS: [&str; 2] = ["/v1/chat/completions", "/v1/completions"];
+
+/// `POST /mcp`: MCP over streamable HTTP. Its body is a JSON-RPC message, described by the MCP
+/// specification rather than here; the transport's refusals use the one error shape.
+fn mcp_path() -> utoipa::openapi::PathItem {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItemBuilder};
+    use utoipa::openapi::request_body::RequestBodyBuilder;
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, ResponseBuilder};
+    let json = || {
+        ContentBuilder::new()
+            .schema(Some(ObjectBuilder::new().build()))
+            .build()
+    };
+    let mut op = OperationBuilder::new()
+        .operation_id(Some("mcp"))
+        .tag("mcp")
+        .summary(Some(
+            "MCP (Model Context Protocol) over streamable HTTP, stateless",
+        ))
+        .description(Some(
+            "A JSON-RPC message of MCP 2025-06-18: the collections as tools and resources \
+             (see docs/mcp.md). Send `Accept: application/json, text/event-stream`.",
+        ))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .content("application/json", json())
+                .required(Some(utoipa::openapi::Required::True))
+                .build(),
+        ))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("the JSON-RPC response, as JSON or as one server-sent event")
+                .content("application/json", json())
+                .content("text/event-stream", ContentBuilder::new().build())
+                .build(),
+        )
+        .response(
+            "202",
+            ResponseBuilder::new()
+                .description("a notification or a response was accepted")
+                .build(),
+        )
+        .build();
+    for (status, what) in [
+        ("400", "not a JSON-RPC message (`invalid_input`)"),
+        (
+            "403",
+            "a `Host` or `Origin` that is not allowed (`forbidden`)",
+        ),
+        (
+            "406",
+            "an `Accept` without both JSON and event streams (`not_acceptable`)",
+        ),
+        (
+            "413",
+            "a body over `server.max_body_bytes` (`payload_too_large`)",
+        ),
+        ("415", "a body that is not JSON (`unsupported_media_type`)"),
+    ] {
+        add_error(&mut op, status, what);
+    }
+    PathItemBuilder::new()
+        .operation(HttpMethod::Post, op)
+        .build()
+}
+
+/// The OpenAPI document as this server is configured: the chat routes only when some chat
+/// route is configured (`chat`), and with API keys, a bearer scheme on every route that needs
+/// one (documenting its 401) and none on the public ones.
+pub fn openapi_document(settings: &ServerSettings, keys_required: bool, chat: bool) -> String {
     use utoipa::openapi::security::{
         HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
     };
     let mut doc = ApiDoc::openapi();
+    if !chat {
+        for path in CHAT_PATHS {
+            doc.paths.paths.remove(path);
+        }
+    }
+    doc.paths.paths.insert("/mcp".into(), mcp_path());
     if keys_required {
         doc.components
             .get_or_insert_with(Default::default)

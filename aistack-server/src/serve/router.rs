@@ -194,7 +194,8 @@ pub fn router(app: Arc<AppState>, keys: Option<ApiKeys>) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(chat::completions))
         .route_layer(DefaultBodyLimit::max(app.settings.llm.max_body_bytes));
-    let document: Arc<str> = openapi_document(s, keys.is_some()).into();
+    let document: Arc<str> =
+        openapi_document(s, keys.is_some(), !app.gateway.route_names().is_empty()).into();
     let ops = Router::new()
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))

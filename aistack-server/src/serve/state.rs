@@ -2,8 +2,9 @@
 //! ready), the breakers and the metrics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use aistack_core::embed::{Embedder, EmbeddingEngine};
+use aistack_core::embed::{Embedder, EmbeddingEngine, ModelEmbedder, ModelState};
 use aistack_core::ingest::{DocHit, Ingestor};
 use aistack_core::llm::{Gateway, Retriever};
 use aistack_core::resilience::BreakerRegistry;
@@ -35,6 +36,10 @@ pub struct AppState {
     /// The API's request slots (`server.max_concurrent_requests`), shared by the HTTP routes and
     /// MCP tool calls: a request that finds none free is refused as overloaded.
     pub api_slots: Arc<Semaphore>,
+    /// How long a request waits for a model that is still loading: `None` (HTTP) answers 503
+    /// at once, which a client retries after `Retry-After`; stdio MCP, whose client starts the
+    /// process and calls at once, waits up to the request deadline.
+    pub model_wait: Option<Duration>,
     ingestor: Arc<OnceCell<Arc<Ingestor>>>,
 }
 
@@ -71,6 +76,7 @@ impl AppState {
         let api_slots = Arc::new(Semaphore::new(settings.server.max_concurrent_requests));
         Ok(Self {
             api_slots,
+            model_wait: None,
             model_names,
             engine,
             store,
@@ -83,9 +89,18 @@ impl AppState {
         })
     }
 
-    /// The ingestor; `Unavailable` until the model is ready.
+    /// The ready embedder. While the model loads: `Unavailable` at once, or with `model_wait`
+    /// set, once it is ready (or failed, or the wait ran out).
+    pub async fn embedder(&self) -> Result<Arc<ModelEmbedder>> {
+        match (self.model_wait, self.engine.state()) {
+            (Some(wait), ModelState::Loading) => self.engine.wait_ready(Some(wait)).await,
+            _ => self.engine.embedder(),
+        }
+    }
+
+    /// The ingestor; `Unavailable` until the model is ready (see [`AppState::embedder`]).
     pub async fn ingestor(&self) -> Result<Arc<Ingestor>> {
-        let embedder = self.engine.embedder()?;
+        let embedder = self.embedder().await?;
         self.ingestor
             .get_or_try_init(|| async {
                 // Another server over the same store could write at any time: no result cache.

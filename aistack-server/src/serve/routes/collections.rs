@@ -40,7 +40,7 @@ pub async fn create_collection(
 ) -> ApiResult<Response> {
     let dims = match req.dims {
         Some(d) => d,
-        None => app.engine.embedder()?.info().dims,
+        None => app.embedder().await?.info().dims,
     };
     let metric = Metric::parse(req.metric.as_deref().unwrap_or("cosine"))?;
     let analyzer = Analyzer::parse(req.analyzer.as_deref().unwrap_or("english"))?;

@@ -44,7 +44,7 @@ pub async fn embeddings(
             )))
         }
     };
-    let embedder = app.engine.embedder()?;
+    let embedder = app.embedder().await?;
     let info = embedder.info();
     let served = app
         .model_names

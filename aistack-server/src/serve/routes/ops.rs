@@ -27,7 +27,9 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
             Some("the model could not be loaded; the server log has the cause".to_string()),
         ),
     };
-    let dims = app.engine.embedder().ok().map(|e| e.info().dims);
+    let ready = app.engine.embedder().ok();
+    let dims = ready.as_ref().map(|e| e.info().dims);
+    let queue_wait = ready.as_ref().map(|e| e.queue_wait().into());
     let probe = tokio::time::timeout(Duration::from_secs(2), app.store.list_collections()).await;
     let store_error = match probe {
         Ok(Ok(_)) => None,
@@ -67,6 +69,7 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
                 .cloned()
                 .unwrap_or_else(|| "unnamed".to_string()),
             dims,
+            queue_wait,
         },
         store: StoreHealth {
             backend: app.store.backend().to_string(),

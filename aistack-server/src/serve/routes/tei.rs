@@ -32,7 +32,7 @@ pub async fn tei_embed(
     ApiJson(req): ApiJson<TeiEmbedRequest>,
 ) -> ApiResult<Json<Vec<Vec<f32>>>> {
     let texts = req.inputs.into_texts("inputs")?;
-    let embedder = app.engine.embedder()?;
+    let embedder = app.embedder().await?;
     let info = embedder.info();
     if !req.truncate {
         let counts = embedder.count_tokens(&texts)?;

@@ -18,6 +18,39 @@ pub struct ModelHealth {
     /// Embedding dimensions, once loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dims: Option<usize>,
+    /// Admission by wait: the bound interactive requests are admitted with, once loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_wait: Option<QueueWaitHealth>,
+}
+
+/// The wait bound of interactive embedding requests and where it came from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueWaitHealth {
+    /// The bound in milliseconds; absent when admission is by count only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_ms: Option<u64>,
+    /// `calibrated` (measured at start on this CPU and model), `configured`
+    /// (`embed.max_queue_wait_ms`) or `off`.
+    pub source: String,
+    /// The measured forward pass of eight short sentences it was calibrated from, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration_pass_ms: Option<f64>,
+}
+
+impl From<aistack_core::embed::QueueWaitInfo> for QueueWaitHealth {
+    fn from(q: aistack_core::embed::QueueWaitInfo) -> Self {
+        use aistack_core::embed::QueueWaitSource;
+        Self {
+            bound_ms: q.bound_ms,
+            source: match q.source {
+                QueueWaitSource::Calibrated => "calibrated",
+                QueueWaitSource::Configured => "configured",
+                QueueWaitSource::Off => "off",
+            }
+            .to_string(),
+            calibration_pass_ms: q.calibration_pass_ms,
+        }
+    }
 }
 
 /// The store's part of the health report.
