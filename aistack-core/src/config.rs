@@ -181,7 +181,7 @@ pub struct EmbedSettings {
     /// Deadline for one embedding request, in milliseconds, queueing included.
     pub request_timeout_ms: u64,
     /// Admission by wait time: an interactive request (an embeddings request or a search that
-    /// costs at most four times this bound to compute) is refused at once (429, `Retry-After` from the
+    /// costs at most twice this bound to compute) is refused at once (429, `Retry-After` from the
     /// estimate) when the queue ahead of it would take longer than this to compute, in
     /// milliseconds. Larger requests and ingestion are bulk work: they queue, and are refused
     /// only when the queue could not finish them within 80% of `request_timeout_ms`. `0`

@@ -5,7 +5,7 @@
 //! out or dropped) is skipped before its sequences are computed. Two lanes, chosen by the work's
 //! own cost:
 //! - interactive: a latency-bound request ([`Batcher::submit_bounded`]: a query, an embeddings
-//!   call) that costs at most four wait bounds to compute ([`INTERACTIVE_COST`]). It is admitted by its expected wait (the
+//!   call) that costs at most two wait bounds to compute ([`INTERACTIVE_COST`]). It is admitted by its expected wait (the
 //!   pass in progress and the interactive work ahead, at the measured rate, within
 //!   `max_queue_wait`) and runs before any bulk work still waiting;
 //! - bulk: ingestion ([`Batcher::submit`]) and latency-bound requests that cost more (an
@@ -100,6 +100,9 @@ struct Counters {
     pass_tokens: AtomicU64,
     /// Recent tokens per second of compute, as `f64` bits; `0` until the first batch.
     rate_bits: AtomicU64,
+    /// The highest throughput estimate so far, as `f64` bits: what a request's cost is judged by
+    /// when it is sorted into a lane (it does not sink under overload as the estimate can).
+    peak_bits: AtomicU64,
     batches: AtomicU64,
     sequences: AtomicU64,
     padded_tokens: AtomicU64,
@@ -128,6 +131,12 @@ impl Job {
 }
 
 impl Counters {
+    /// The highest throughput estimate so far, once measured.
+    fn peak_rate(&self) -> Option<f64> {
+        let r = f64::from_bits(self.peak_bits.load(Ordering::Relaxed));
+        (r > 0.0).then_some(r)
+    }
+
     /// Tokens per second of compute, once measured.
     fn rate(&self) -> Option<f64> {
         let r = f64::from_bits(self.rate_bits.load(Ordering::Relaxed));
@@ -144,6 +153,11 @@ impl Counters {
             None => now,
         };
         self.rate_bits.store(r.to_bits(), Ordering::Relaxed);
+        let _ = self
+            .peak_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                (r > f64::from_bits(p)).then_some(r.to_bits())
+            });
     }
 
     /// A job's `tokens` left the queue unanswered, before any pass took them.
@@ -183,10 +197,11 @@ const RATE_WEIGHT: f64 = 0.2;
 /// and for the rate estimate, which follows the load's mix of lengths.
 const DEADLINE_SHARE: f64 = 0.8;
 
-/// How many wait bounds of compute a latency-bound request may cost and still be interactive.
-/// Well above a typical query or chat-turn request (a third of a bound): the throughput estimate
-/// moves with the load, and a request that is not interactive waits behind the queries.
-pub const INTERACTIVE_COST: f64 = 4.0;
+/// How many wait bounds of compute a latency-bound request may cost and still be interactive,
+/// judged at the highest throughput measured (which does not sink under overload): above a
+/// typical query or 8-sentence request (a third of a bound), below an `embed_documents` call of
+/// 32 texts (two bounds and more), which would rather wait than be refused.
+pub const INTERACTIVE_COST: f64 = 2.0;
 
 /// Tokens of a job's sequences, as the queue counts them.
 fn job_tokens(seqs: &[Vec<u32>]) -> usize {
@@ -258,7 +273,7 @@ impl Batcher {
     /// most [`INTERACTIVE_COST`] wait bounds to compute (always, before a pass was measured or
     /// without a bound).
     pub fn is_interactive(&self, tokens: usize) -> bool {
-        match (self.max_queue_wait, self.counters.rate()) {
+        match (self.max_queue_wait, self.counters.peak_rate()) {
             (Some(bound), Some(rate)) => {
                 tokens as f64 <= INTERACTIVE_COST * bound.as_secs_f64() * rate
             }
@@ -881,6 +896,9 @@ mod tests {
         b.counters
             .rate_bits
             .store(rate.to_bits(), Ordering::Relaxed);
+        b.counters
+            .peak_bits
+            .store(rate.to_bits(), Ordering::Relaxed);
     }
 
     #[tokio::test]
@@ -1046,7 +1064,7 @@ mod tests {
         let after = err.retry_after().unwrap();
         assert!(after >= Duration::from_millis(800), "{after:?}");
         assert_eq!(b.stats().rejected_wait, 1);
-        // A request too large to be interactive (over four bounds of work) is not refused for
+        // A request too large to be interactive (over two bounds of work) is not refused for
         // the queries' bound: it is bulk work, admitted by its deadline when it is queued.
         b.check_wait(41).unwrap();
         assert_eq!(b.stats().rejected_wait, 1);
@@ -1064,12 +1082,12 @@ mod tests {
     async fn bulk_work_waits_within_its_deadline_and_is_refused_honestly_past_it() {
         // One sequence a pass; bound 150 ms.
         let (b, rec, gate_tx) = gated(cfg(1000, 1, 64), 150);
-        // 100 tokens a second: a request of 80 tokens (800 ms) is more than four bounds, so
+        // 100 tokens a second: a request of 80 tokens (800 ms) is more than two bounds, so
         // latency-bound or not, it is bulk work. A 5 s deadline admits 4 s of queue (80% of it:
         // 400 tokens).
         hold_one_pass(&b, &gate_tx, 10).await;
         let deadline = Duration::from_secs(5);
-        assert!(!b.is_interactive(80) && b.is_interactive(60));
+        assert!(!b.is_interactive(80) && b.is_interactive(30) && !b.is_interactive(31));
         let many = |i: u32| (0..16).map(|_| seq(5, i)).collect::<Vec<_>>();
         let mut admitted = Vec::new();
         for i in 0..5u32 {
