@@ -418,16 +418,12 @@ impl Batcher {
         }
     }
 
-    /// Folds a forward pass of `tokens` that took `took`, run outside the batcher (the
+    /// Folds a forward pass of `batch` that took `took`, run outside the batcher (the
     /// calibration at start), into the throughput estimate, so admission works from the first
     /// request.
-    pub fn observe_pass(&self, tokens: usize, took: Duration) {
+    pub fn observe_pass(&self, batch: &[&[u32]], took: Duration) {
+        let tokens = batch.iter().map(|s| s.len().max(1)).sum();
         self.counters.observe(tokens, took);
-    }
-
-    /// The bound interactive requests are admitted with, if any.
-    pub fn max_queue_wait(&self) -> Option<Duration> {
-        self.max_queue_wait
     }
 
     /// Current counters.
@@ -1207,7 +1203,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.expected_wait(), None);
-        b.observe_pass(4, pass);
+        b.observe_pass(&[&one], pass);
         assert_eq!(b.expected_wait(), Some(Duration::ZERO));
         assert!(b.stats().tokens_per_second > 0);
     }

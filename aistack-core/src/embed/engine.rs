@@ -324,14 +324,13 @@ impl ModelEmbedder {
         let calibration = if settings.calibrate_queue_wait {
             let seqs = model.tokenize(&CALIBRATION_TEXTS)?;
             let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-            let pass = time_passes(&*model, &batch, CALIBRATION_PASSES)?;
-            Some((pass, seqs.iter().map(|s| s.len().max(1)).sum::<usize>()))
+            Some((time_passes(&*model, &batch, CALIBRATION_PASSES)?, seqs))
         } else {
             None
         };
-        let (max_queue_wait, queue_wait) = match calibration {
+        let (max_queue_wait, queue_wait) = match &calibration {
             Some((pass, _)) => {
-                let bound = calibrated_bound(pass);
+                let bound = calibrated_bound(*pass);
                 let info = QueueWaitInfo {
                     bound_ms: Some(bound.as_millis() as u64),
                     source: QueueWaitSource::Calibrated,
@@ -362,8 +361,9 @@ impl ModelEmbedder {
                 max_queue_wait,
             },
         )?;
-        if let Some((pass, tokens)) = calibration {
-            batcher.observe_pass(tokens, pass);
+        if let Some((pass, seqs)) = &calibration {
+            let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+            batcher.observe_pass(&batch, *pass);
         }
         let dims = info.dims;
         let embed_cache = Cache::new(
