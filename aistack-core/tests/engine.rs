@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aistack_core::config::{CacheSettings, EmbedSettings};
 use aistack_core::embed::{
-    Embedder, EmbeddingEngine, InputKind, ModelFiles, ModelState, Norm, SentenceModel,
+    EmbedOptions, Embedder, EmbeddingEngine, InputKind, ModelFiles, ModelState, Norm, SentenceModel,
 };
 use aistack_core::ErrorKind;
 use aistack_testing::{cosine, model_dir, reference};
@@ -391,7 +391,13 @@ async fn any_number_of_texts_embed_into_one_buffer_in_order() {
     // More texts than one request may carry (32), in groups of 7.
     let all: Vec<String> = r[..75].iter().map(|x| x.text.clone()).collect();
     let flat = e
-        .embed_all_flat(&all, InputKind::Plain, Norm::Model, 7)
+        .embed_all_flat(
+            &all,
+            InputKind::Plain,
+            Norm::Model,
+            &EmbedOptions::default(),
+            7,
+        )
         .await
         .unwrap();
     let dims = e.info().dims;
@@ -401,11 +407,21 @@ async fn any_number_of_texts_embed_into_one_buffer_in_order() {
     }
     // Pooled vectors keep the direction but not the unit length; Unit restores it.
     let pooled = e
-        .embed_with(&all[..2], InputKind::Plain, Norm::Pooled)
+        .embed_with(
+            &all[..2],
+            InputKind::Plain,
+            Norm::Pooled,
+            &EmbedOptions::default(),
+        )
         .await
         .unwrap();
     let unit = e
-        .embed_with(&all[..2], InputKind::Plain, Norm::Unit)
+        .embed_with(
+            &all[..2],
+            InputKind::Plain,
+            Norm::Unit,
+            &EmbedOptions::default(),
+        )
         .await
         .unwrap();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -416,13 +432,25 @@ async fn any_number_of_texts_embed_into_one_buffer_in_order() {
     let mut bad = all.clone();
     bad[40] = String::new();
     let err = e
-        .embed_all_flat(&bad, InputKind::Plain, Norm::Model, 32)
+        .embed_all_flat(
+            &bad,
+            InputKind::Plain,
+            Norm::Model,
+            &EmbedOptions::default(),
+            32,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     // Nothing in, nothing out.
     assert!(e
-        .embed_all_flat(&[], InputKind::Plain, Norm::Model, 32)
+        .embed_all_flat(
+            &[],
+            InputKind::Plain,
+            Norm::Model,
+            &EmbedOptions::default(),
+            32
+        )
         .await
         .unwrap()
         .is_empty());

@@ -21,7 +21,8 @@ fn model_info_matches_the_sentence_transformers_config() {
     assert_eq!(info.dims, 384);
     assert_eq!(info.max_input_tokens, 256);
     assert!(info.normalize);
-    assert_eq!(info.pooling, aistack_core::embed::Pooling::Mean);
+    assert_eq!(info.pooling, vec![aistack_core::embed::Pooling::Mean]);
+    assert_eq!(info.architecture, "bert");
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aistack_core::config::Settings;
-use aistack_core::embed::{EmbeddingEngine, InputKind, ModelEmbedder, ModelState, Norm};
+use aistack_core::embed::{
+    EmbedOptions, EmbeddingEngine, InputKind, ModelEmbedder, ModelState, Norm,
+};
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -49,6 +51,7 @@ impl Embedder {
         run(py, async move { engine.wait_ready(None).await })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn encode_kind(
         &self,
         py: Python<'_>,
@@ -56,15 +59,17 @@ impl Embedder {
         kind: InputKind,
         batch_size: usize,
         normalize: bool,
+        options: EmbedOptions,
     ) -> PyResult<Py<PyAny>> {
         let (texts, single) = sentences.into_parts();
         let engine = self.engine()?;
         let (flat, dims) = run(py, async move {
             let model = engine.wait_ready(None).await?;
+            let dims = model.output_dims(&options)?;
             let flat = model
-                .embed_all_flat(&texts, kind, norm(normalize), batch_size)
+                .embed_all_flat(&texts, kind, norm(normalize), &options, batch_size)
                 .await?;
-            Ok((flat, model.info().dims))
+            Ok((flat, dims))
         })?;
         to_array(py, flat, dims, single)
     }
@@ -201,17 +206,62 @@ impl Embedder {
         Ok(self.ready_model(py)?.info().max_input_tokens)
     }
 
+    /// The transformer's architecture, as its `config.json` names it (waits for the model).
+    #[getter]
+    fn architecture(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.ready_model(py)?.info().architecture.clone())
+    }
+
+    /// Pooling modes, concatenated in this order (waits for the model).
+    #[getter]
+    fn pooling(&self, py: Python<'_>) -> PyResult<Vec<&'static str>> {
+        Ok(self
+            .ready_model(py)?
+            .info()
+            .pooling
+            .iter()
+            .map(|p| p.name())
+            .collect())
+    }
+
+    /// Whether the model's own pipeline L2-normalizes its embeddings (waits for the model).
+    #[getter]
+    fn normalizes(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.ready_model(py)?.info().normalize)
+    }
+
+    /// The model's prompts by name, as `prompt_name` takes them (waits for the model).
+    #[getter]
+    fn prompts(&self, py: Python<'_>) -> PyResult<std::collections::BTreeMap<String, String>> {
+        Ok(self.ready_model(py)?.info().prompts.clone())
+    }
+
     /// Embeds a text (→ shape `(dim,)`) or a list of texts (→ `(n, dim)`), float32. Any number of
-    /// texts; they go to the batcher in groups of `batch_size`.
-    #[pyo3(signature = (sentences, *, batch_size=32, normalize=true))]
+    /// texts; they go to the batcher in groups of `batch_size`. `prompt_name` picks one of the
+    /// model's prompts; `truncate_dim` keeps the first dimensions (Matryoshka), as in
+    /// sentence-transformers.
+    #[pyo3(signature = (sentences, *, batch_size=32, normalize=true, prompt_name=None, truncate_dim=None))]
     fn encode(
         &self,
         py: Python<'_>,
         sentences: Sentences,
         batch_size: usize,
         normalize: bool,
+        prompt_name: Option<String>,
+        truncate_dim: Option<usize>,
     ) -> PyResult<Py<PyAny>> {
-        self.encode_kind(py, sentences, InputKind::Plain, batch_size, normalize)
+        let options = EmbedOptions {
+            prompt_name,
+            dimensions: truncate_dim,
+        };
+        self.encode_kind(
+            py,
+            sentences,
+            InputKind::Plain,
+            batch_size,
+            normalize,
+            options,
+        )
     }
 
     /// Like `encode`, with the model's query prefix (if it has one) applied.
@@ -223,7 +273,14 @@ impl Embedder {
         batch_size: usize,
         normalize: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.encode_kind(py, sentences, InputKind::Query, batch_size, normalize)
+        self.encode_kind(
+            py,
+            sentences,
+            InputKind::Query,
+            batch_size,
+            normalize,
+            EmbedOptions::default(),
+        )
     }
 
     /// Like `encode`, with the model's passage (document) prefix (if it has one) applied.
@@ -235,18 +292,31 @@ impl Embedder {
         batch_size: usize,
         normalize: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.encode_kind(py, sentences, InputKind::Passage, batch_size, normalize)
+        self.encode_kind(
+            py,
+            sentences,
+            InputKind::Passage,
+            batch_size,
+            normalize,
+            EmbedOptions::default(),
+        )
     }
 
     /// `encode` for asyncio: returns an awaitable; the work runs on aistack's own threads.
-    #[pyo3(signature = (sentences, *, batch_size=32, normalize=true))]
+    #[pyo3(signature = (sentences, *, batch_size=32, normalize=true, prompt_name=None, truncate_dim=None))]
     fn aencode<'py>(
         &self,
         py: Python<'py>,
         sentences: Sentences,
         batch_size: usize,
         normalize: bool,
+        prompt_name: Option<String>,
+        truncate_dim: Option<usize>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let options = EmbedOptions {
+            prompt_name,
+            dimensions: truncate_dim,
+        };
         let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
         let future = event_loop.call_method0("create_future")?;
         let resolve = RESOLVE
@@ -262,10 +332,17 @@ impl Embedder {
         runtime()?.spawn(async move {
             let result = async {
                 let model = engine.wait_ready(None).await?;
+                let dims = model.output_dims(&options)?;
                 let flat = model
-                    .embed_all_flat(&texts, InputKind::Plain, norm(normalize), batch_size)
+                    .embed_all_flat(
+                        &texts,
+                        InputKind::Plain,
+                        norm(normalize),
+                        &options,
+                        batch_size,
+                    )
                     .await?;
-                Ok((flat, model.info().dims))
+                Ok((flat, dims))
             }
             .await;
             Python::attach(|py| {

@@ -30,6 +30,10 @@ def test_properties_and_shapes(embedder):
     assert embedder.ready and embedder.state == "ready"
     assert embedder.dim == 384
     assert embedder.max_seq_length == 256
+    assert embedder.architecture == "bert"
+    assert embedder.pooling == ["mean"]
+    assert embedder.normalizes is True
+    assert embedder.prompts == {}
     assert embedder.encode([]).shape == (0, 384)
     v = embedder.encode(["a", "b"], normalize=True)
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)

@@ -299,6 +299,16 @@ async fn models_list_every_accepted_name_and_unknown_ones_are_404() {
         ids.iter().all(|i| !i.contains("/tmp")),
         "no path in {ids:?}"
     );
+    // The embedding model's entries say what it is; the chat routes' have no such part.
+    for m in r.json()["data"].as_array().unwrap() {
+        match m["owned_by"].as_str().unwrap() {
+            "aistack-embeddings" => {
+                assert_eq!(m["aistack"]["architecture"], "bert", "{m}");
+                assert_eq!(m["aistack"]["pooling"], json!(["mean"]), "{m}");
+            }
+            _ => assert!(m.get("aistack").is_none(), "{m}"),
+        }
+    }
     let r = send(&app, post_json("/v1/chat/completions", ask("gpt-9", false))).await;
     assert_eq!(r.error_code(404), "not_found");
     assert!(r.json()["error"]["message"]

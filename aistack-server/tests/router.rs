@@ -10,6 +10,7 @@ use aistack_core::config::Settings;
 use aistack_core::resilience::{BreakerConfig, RetryPolicy};
 use aistack_core::store::ResilientStore;
 use aistack_core::{Error, ErrorKind};
+use aistack_testing::floats;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
@@ -257,8 +258,14 @@ async fn api_keys_request_ids_and_metrics() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    // Health is public by default, metrics are not.
-    assert_eq!(send(&a, get("/health")).await.status, StatusCode::OK);
+    // Health is public by default, metrics are not. It says what the model is.
+    let health = send(&a, get("/health")).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let details = &health.json()["model"]["details"];
+    assert_eq!(details["architecture"], "bert", "{details}");
+    assert_eq!(details["pooling"], json!(["mean"]));
+    assert_eq!(details["dims"], health.json()["model"]["dims"]);
+    assert!(details["max_input_tokens"].as_u64().unwrap() > 0);
     assert_eq!(
         send(&a, get("/metrics")).await.status,
         StatusCode::UNAUTHORIZED
@@ -345,12 +352,58 @@ async fn the_tiny_model_serves_openai_and_tei_shapes() {
         .as_str()
         .unwrap()
         .contains("serves"));
+    // Matryoshka dimensions: the first 7, normalized again; more than the model has, or none,
+    // is refused.
+    let full = send(&a, post_json("/v1/embeddings", json!({"input": "x"}))).await;
+    let full = floats(&full.json()["data"][0]["embedding"]);
     let r = send(
         &a,
         post_json("/v1/embeddings", json!({"input": "x", "dimensions": 7})),
     )
     .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let cut = floats(&r.json()["data"][0]["embedding"]);
+    assert_eq!(cut.len(), 7);
+    let norm = full[..7].iter().map(|v| v * v).sum::<f32>().sqrt();
+    for (c, f) in cut.iter().zip(&full[..7]) {
+        assert!((c - f / norm).abs() < 1e-5, "{c} vs {}", f / norm);
+    }
+    for bad in [0, full.len() + 1] {
+        let r = send(
+            &a,
+            post_json("/v1/embeddings", json!({"input": "x", "dimensions": bad})),
+        )
+        .await;
+        assert_eq!(r.error_code(400), "invalid_input");
+        assert!(r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dimensions"));
+    }
+    // A prompt the model does not have is refused by name; TEI's field likewise.
+    let r = send(
+        &a,
+        post_json(
+            "/v1/embeddings",
+            json!({"input": "x", "aistack": {"prompt_name": "nope"}}),
+        ),
+    )
+    .await;
     assert_eq!(r.error_code(400), "invalid_input");
+    assert!(r.text().contains("nope"), "{}", r.text());
+    let r = send(
+        &a,
+        post_json("/embed", json!({"inputs": "x", "prompt_name": "nope"})),
+    )
+    .await;
+    assert_eq!(r.error_code(400), "invalid_input");
+    let r = send(
+        &a,
+        post_json("/embed", json!({"inputs": "x", "dimensions": 5})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()[0].as_array().unwrap().len(), 5);
 }
 
 #[tokio::test]

@@ -261,11 +261,25 @@ async fn openai_and_tei_embeddings_match_the_reference() {
     assert_eq!(error_code(r, 404).await, "not_found");
     let r = c
         .post(format!("{}/v1/embeddings", s.base))
-        .json(&json!({"input": "x", "dimensions": 128}))
+        .json(&json!({"input": "x", "dimensions": 385}))
         .send()
         .await
         .unwrap();
     assert_eq!(error_code(r, 400).await, "invalid_input");
+    // Matryoshka: the first 128 dimensions, unit length again.
+    let r: Value = c
+        .post(format!("{}/v1/embeddings", s.base))
+        .json(&json!({"input": "x", "dimensions": 128}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v = r["data"][0]["embedding"].as_array().unwrap();
+    assert_eq!(v.len(), 128);
+    let norm: f64 = v.iter().map(|x| x.as_f64().unwrap().powi(2)).sum::<f64>();
+    assert!((norm - 1.0).abs() < 1e-4, "{norm}");
 }
 
 #[tokio::test]

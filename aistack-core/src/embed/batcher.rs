@@ -30,14 +30,31 @@ use crate::error::{Error, Result};
 /// Computes embeddings for one padded batch of token sequences, in order. Runs on the batcher's
 /// own thread and may block.
 pub trait BatchCompute: Send + Sync + 'static {
-    /// One vector per sequence, in the order given.
-    fn compute(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>>;
+    /// One vector per sequence, in the order given; sequence `i` is pooled from its token
+    /// `pool_from[i]` on (after a prompt that pooling leaves out).
+    fn compute(&self, batch: &[&[u32]], pool_from: &[usize]) -> Result<Vec<Vec<f32>>>;
 }
 
 /// The batcher computes pooled vectors; normalization is applied per request, on the way out.
 impl BatchCompute for super::model::SentenceModel {
-    fn compute(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        self.forward_pooled(batch)
+    fn compute(&self, batch: &[&[u32]], pool_from: &[usize]) -> Result<Vec<Vec<f32>>> {
+        self.forward_pooled_from(batch, pool_from)
+    }
+}
+
+/// One request's token sequences, and the token pooling starts from in each: after the prompt,
+/// for a model that leaves its prompt out of pooling (`include_prompt: false`), else 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sequences {
+    /// Token ids of each text.
+    pub ids: Vec<Vec<u32>>,
+    /// Tokens at the start of every sequence that pooling leaves out.
+    pub pool_from: usize,
+}
+
+impl From<Vec<Vec<u32>>> for Sequences {
+    fn from(ids: Vec<Vec<u32>>) -> Self {
+        Self { ids, pool_from: 0 }
     }
 }
 
@@ -113,6 +130,7 @@ struct Counters {
 
 struct Job {
     seqs: Vec<Vec<u32>>,
+    pool_from: usize,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
     enqueued: Instant,
     /// Latency-bound: computed before any bulk work still waiting.
@@ -302,10 +320,10 @@ impl Batcher {
     pub async fn submit(
         &self,
         admission: Admission,
-        seqs: Vec<Vec<u32>>,
+        seqs: impl Into<Sequences>,
         timeout: Duration,
     ) -> Result<Vec<Vec<f32>>> {
-        self.enqueue(admission, seqs, timeout, false).await
+        self.enqueue(admission, seqs.into(), timeout, false).await
     }
 
     /// As [`Batcher::submit`], for a latency-bound request (a query, an embeddings call). If it
@@ -316,10 +334,11 @@ impl Batcher {
     pub async fn submit_bounded(
         &self,
         admission: Admission,
-        seqs: Vec<Vec<u32>>,
+        seqs: impl Into<Sequences>,
         timeout: Duration,
     ) -> Result<Vec<Vec<f32>>> {
-        let urgent = self.is_interactive(job_tokens(&seqs));
+        let seqs = seqs.into();
+        let urgent = self.is_interactive(job_tokens(&seqs.ids));
         self.enqueue(admission, seqs, timeout, urgent).await
     }
 
@@ -384,10 +403,14 @@ impl Batcher {
     async fn enqueue(
         &self,
         admission: Admission,
-        seqs: Vec<Vec<u32>>,
+        seqs: Sequences,
         timeout: Duration,
         urgent: bool,
     ) -> Result<Vec<Vec<f32>>> {
+        let Sequences {
+            ids: seqs,
+            pool_from,
+        } = seqs;
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -396,6 +419,7 @@ impl Batcher {
         self.reserve(tokens, urgent, timeout)?;
         let job = Job {
             seqs,
+            pool_from,
             reply,
             enqueued: Instant::now(),
             urgent,
@@ -478,11 +502,12 @@ pub fn time_passes<C: BatchCompute>(
     batch: &[&[u32]],
     passes: usize,
 ) -> Result<Duration> {
-    compute.compute(batch)?;
+    let from = vec![0; batch.len()];
+    compute.compute(batch, &from)?;
     let mut times = Vec::with_capacity(passes.max(1));
     for _ in 0..passes.max(1) {
         let t = Instant::now();
-        compute.compute(batch)?;
+        compute.compute(batch, &from)?;
         times.push(t.elapsed());
     }
     times.sort();
@@ -714,6 +739,10 @@ impl Round {
             .iter()
             .map(|&(j, s)| pending[j].job.seqs[s].as_slice())
             .collect();
+        let pool_from: Vec<usize> = live
+            .iter()
+            .map(|&(j, _)| pending[j].job.pool_from)
+            .collect();
         let longest = batch.iter().map(|s| s.len()).max().unwrap_or(0);
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters
@@ -727,8 +756,9 @@ impl Round {
             Ordering::Relaxed,
         );
         let began = Instant::now();
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compute.compute(&batch)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            compute.compute(&batch, &pool_from)
+        }));
         let computed: usize = batch.iter().map(|s| s.len().max(1)).sum();
         counters.observe(computed, began.elapsed());
         counters.finished(window);
@@ -821,7 +851,7 @@ mod tests {
     }
 
     impl BatchCompute for Recorder {
-        fn compute(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        fn compute(&self, batch: &[&[u32]], _: &[usize]) -> Result<Vec<Vec<f32>>> {
             if let Some(rx) = self.gate.lock().unwrap().as_ref() {
                 rx.recv().ok();
             }
@@ -919,6 +949,7 @@ mod tests {
             rxs.push(rx);
             jobs.push(Job {
                 seqs: lens.iter().map(|&l| seq(l, l as u32)).collect(),
+                pool_from: 0,
                 reply: tx,
                 enqueued: Instant::now(),
                 urgent: false,
@@ -951,6 +982,7 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         let job = Job {
             seqs: vec![seq(50, 1), seq(50, 2)],
+            pool_from: 0,
             reply: tx,
             enqueued: Instant::now(),
             urgent: false,
@@ -1154,7 +1186,7 @@ mod tests {
         // 300 tokens at 100 a second: 3 s, more than a 2 s deadline even alone.
         let b2 = b.clone();
         let h = tokio::spawn(async move {
-            let seqs = (0..3).map(|i| seq(100, i)).collect();
+            let seqs: Vec<_> = (0..3).map(|i| seq(100, i)).collect();
             b2.submit(b2.admit().unwrap(), seqs, Duration::from_secs(2))
                 .await
         });
@@ -1318,7 +1350,7 @@ mod tests {
         // A bulk import of five sequences; its first pass (2 tokens) is held.
         let b2 = b.clone();
         let bulk = tokio::spawn(async move {
-            let seqs = (2..=6).map(|l| seq(l, 3)).collect();
+            let seqs: Vec<_> = (2..=6).map(|l| seq(l, 3)).collect();
             b2.submit(b2.admit().unwrap(), seqs, T).await
         });
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -16,7 +16,7 @@ use super::batcher::{
 use super::model::{ModelInfo, SentenceModel};
 use super::source::{model_names, ModelFiles, ModelSource};
 use super::validate::InputLimits;
-use super::{Embedder, InputKind};
+use super::{Embedder, InputKind, Sequences};
 use crate::cache::{Cache, CacheBound, CacheConfig, CacheStats};
 use crate::config::{CacheSettings, EmbedSettings};
 use crate::error::{Error, Result};
@@ -242,6 +242,19 @@ pub enum Norm {
     Pooled,
 }
 
+/// What a request asks beyond the texts: one of the model's prompts by name, and Matryoshka
+/// dimensions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmbedOptions {
+    /// A prompt of the model's `config_sentence_transformers.json` by name (`query`,
+    /// `passage`, an instruction); `None`: the prompt of the input's kind (the model's default
+    /// prompt for plain inputs).
+    pub prompt_name: Option<String>,
+    /// Keep the first this many dimensions (Matryoshka), normalized again where the output is
+    /// normalized; between 1 and the model's dimensions.
+    pub dimensions: Option<usize>,
+}
+
 /// Cache key: the model, the prefix applied and the text. Hashing borrows; no allocation on
 /// lookup beyond the key's own strings.
 #[derive(Clone, PartialEq, Eq)]
@@ -276,6 +289,8 @@ pub struct ModelEmbedder {
     model_key: Arc<str>,
     query_prefix: Option<Arc<str>>,
     passage_prefix: Option<Arc<str>>,
+    /// The model's default prompt (`default_prompt_name`), for plain inputs.
+    plain_prefix: Option<Arc<str>>,
     limits: InputLimits,
     timeout: Duration,
     batcher: Batcher,
@@ -384,9 +399,15 @@ impl ModelEmbedder {
                 .filter(|p| !p.is_empty())
                 .map(Arc::<str>::from)
         };
+        let default_prompt = info
+            .default_prompt_name
+            .as_ref()
+            .and_then(|n| info.prompts.get(n))
+            .cloned();
         Ok(Self {
             query_prefix: prefix(&settings.query_prefix, &info.query_prompt),
             passage_prefix: prefix(&settings.passage_prefix, &info.passage_prompt),
+            plain_prefix: prefix(&None, &default_prompt),
             model_key: Arc::from(info.model_id.as_str()),
             limits: InputLimits::from_settings(settings),
             timeout: settings.request_timeout(),
@@ -415,10 +436,50 @@ impl ModelEmbedder {
 
     /// The prefix applied to inputs of `kind`, if any.
     pub fn prefix(&self, kind: InputKind) -> Option<&str> {
+        self.kind_prefix(kind).as_deref()
+    }
+
+    fn kind_prefix(&self, kind: InputKind) -> &Option<Arc<str>> {
         match kind {
-            InputKind::Plain => None,
-            InputKind::Query => self.query_prefix.as_deref(),
-            InputKind::Passage => self.passage_prefix.as_deref(),
+            InputKind::Plain => &self.plain_prefix,
+            InputKind::Query => &self.query_prefix,
+            InputKind::Passage => &self.passage_prefix,
+        }
+    }
+
+    /// The prefix a request gets: its named prompt, else its kind's. An unknown prompt name is
+    /// `InvalidInput` naming the model's prompts.
+    fn request_prefix(&self, kind: InputKind, options: &EmbedOptions) -> Result<Option<Arc<str>>> {
+        let Some(name) = options.prompt_name.as_deref() else {
+            return Ok(self.kind_prefix(kind).clone());
+        };
+        match self.info.prompts.get(name) {
+            Some(p) if p.is_empty() => Ok(None),
+            Some(p) => Ok(Some(Arc::from(p.as_str()))),
+            None if self.info.prompts.is_empty() => Err(Error::invalid(format!(
+                "prompt_name '{name}': the model has no prompts"
+            ))),
+            None => Err(Error::invalid(format!(
+                "prompt_name '{name}' is not one of the model's prompts ({})",
+                self.info
+                    .prompts
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// The output width a request asks for: its `dimensions`, checked, else the model's.
+    pub fn output_dims(&self, options: &EmbedOptions) -> Result<usize> {
+        match options.dimensions {
+            None => Ok(self.info.dims),
+            Some(d) if d >= 1 && d <= self.info.dims => Ok(d),
+            Some(d) => Err(Error::invalid(format!(
+                "dimensions must be between 1 and the model's {}, got {d}",
+                self.info.dims
+            ))),
         }
     }
 
@@ -440,18 +501,23 @@ impl ModelEmbedder {
         }
     }
 
-    /// Embeds `texts` with the output `norm` asks for, one vector per text.
+    /// Embeds `texts` with the output `norm` and the prompt and dimensions `options` ask for,
+    /// one vector per text.
     pub async fn embed_with(
         &self,
         texts: &[String],
         kind: InputKind,
         norm: Norm,
+        options: &EmbedOptions,
     ) -> Result<Vec<Vec<f32>>> {
-        let rows = self.timed(self.embed_inner(texts, kind)).await?;
+        let dims = self.output_dims(options)?;
+        let prefix = self.request_prefix(kind, options)?;
+        let bulk = kind == InputKind::Passage;
+        let rows = self.timed(self.embed_inner(texts, prefix, bulk)).await?;
         Ok(rows
             .iter()
             .map(|r| {
-                let mut v = r.to_vec();
+                let mut v = r[..dims].to_vec();
                 self.finish(&mut v, norm);
                 v
             })
@@ -466,21 +532,24 @@ impl ModelEmbedder {
         texts: &[String],
         kind: InputKind,
         norm: Norm,
+        options: &EmbedOptions,
         group: usize,
     ) -> Result<Vec<f32>> {
         use futures::stream::TryStreamExt;
         let group = group.clamp(1, self.limits.max_inputs);
-        let dims = self.info.dims;
+        let dims = self.output_dims(options)?;
+        let prefix = self.request_prefix(kind, options)?;
+        let bulk = kind == InputKind::Passage;
         let mut out = vec![0f32; texts.len() * dims];
         let groups = super::in_groups(texts, group, super::GROUPS_IN_FLIGHT, |g| {
-            self.timed(self.embed_inner(g, kind))
+            self.timed(self.embed_inner(g, prefix.clone(), bulk))
         });
         let mut groups = std::pin::pin!(groups);
         let mut row = 0;
         while let Some(rows) = groups.try_next().await? {
             for r in rows {
                 let dst = &mut out[row * dims..(row + 1) * dims];
-                dst.copy_from_slice(&r);
+                dst.copy_from_slice(&r[..dims]);
                 self.finish(dst, norm);
                 row += 1;
             }
@@ -512,14 +581,14 @@ impl ModelEmbedder {
 
     /// Embeds through the cache and the batcher, which hold pooled vectors (before any
     /// normalization); callers shape the output with [`Norm`].
-    async fn embed_inner(&self, texts: &[String], kind: InputKind) -> Result<Vec<Arc<[f32]>>> {
+    async fn embed_inner(
+        &self,
+        texts: &[String],
+        prefix: Option<Arc<str>>,
+        bulk: bool,
+    ) -> Result<Vec<Arc<[f32]>>> {
         self.limits.check(texts)?;
         let admission = self.batcher.admit()?;
-        let prefix = match kind {
-            InputKind::Plain => None,
-            InputKind::Query => self.query_prefix.clone(),
-            InputKind::Passage => self.passage_prefix.clone(),
-        };
         let keys: Vec<CacheKey> = texts
             .iter()
             .map(|t| CacheKey {
@@ -548,7 +617,7 @@ impl ModelEmbedder {
             // Latency-bound requests are refused at once when the queue would make them wait
             // too long (checked here before tokenizing, and again as their tokens join the
             // queue); passages (ingestion) queue up to their deadline instead.
-            if kind != InputKind::Passage {
+            if !bulk {
                 // At most: a token per byte, and the special tokens, each within the model's
                 // limit (so only what is surely interactive is refused before tokenizing).
                 let prefix_len = prefix.as_deref().map_or(0, str::len);
@@ -574,7 +643,16 @@ impl ModelEmbedder {
                     .await
                     .map_err(|e| Error::internal("the tokenization task failed", e))??
             };
-            let vectors = if kind == InputKind::Passage {
+            // A model that leaves its prompt out of pooling starts pooling after it.
+            let pool_from = match &prefix {
+                Some(p) if !self.info.include_prompt => self.model.prompt_tokens(p)?,
+                _ => 0,
+            };
+            let seqs = Sequences {
+                ids: seqs,
+                pool_from,
+            };
+            let vectors = if bulk {
                 self.batcher.submit(admission, seqs, self.timeout).await?
             } else {
                 self.batcher
@@ -626,6 +704,7 @@ impl Embedder for ModelEmbedder {
     }
 
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
-        self.embed_with(texts, kind, Norm::Model).await
+        self.embed_with(texts, kind, Norm::Model, &EmbedOptions::default())
+            .await
     }
 }

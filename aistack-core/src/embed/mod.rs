@@ -1,11 +1,21 @@
-//! Text embeddings: the [`Embedder`] trait, the candle BERT backend ([`SentenceModel`]), the
-//! dynamic [`Batcher`], and the [`EmbeddingEngine`] that loads a model in the background and
-//! serves it with validation, caching and batching.
+//! Text embeddings: the [`Embedder`] trait, the CPU backend ([`SentenceModel`]), the dynamic
+//! [`Batcher`], and the [`EmbeddingEngine`] that loads a model in the background and serves it
+//! with validation, caching and batching.
+//!
+//! The backend is laid out by what changes with the model:
+//! - `kernels/`: the shared pieces of every forward pass (linear layers over panels, attention
+//!   and its position schemes, vectorized activations and norms);
+//! - `arch/`: one file per transformer architecture, wiring those pieces as its layers do;
+//! - `pipeline`: the sentence-transformers modules after the transformer (pooling, Dense,
+//!   Normalize);
+//! - `model`: the tokenizer and all of the above as one [`SentenceModel`].
 
+mod arch;
 mod batcher;
-mod bert;
 mod engine;
+mod kernels;
 mod model;
+mod pipeline;
 mod source;
 mod validate;
 
@@ -14,13 +24,15 @@ use std::future::Future;
 use async_trait::async_trait;
 use futures::stream::{Stream, StreamExt, TryStreamExt};
 
+pub use arch::SUPPORTED as ARCHITECTURES;
 pub use batcher::{
     calibrated_bound, time_passes, Admission, BatchCompute, Batcher, BatcherConfig, BatcherStats,
-    QueueWaitInfo, QueueWaitSource, CALIBRATION_FACTOR, INTERACTIVE_COST,
+    QueueWaitInfo, QueueWaitSource, Sequences, CALIBRATION_FACTOR, INTERACTIVE_COST,
 };
-pub use engine::{EmbeddingEngine, EngineStats, ModelEmbedder, ModelState, Norm};
-pub use model::{normalize, ModelInfo, Pooling, SentenceModel};
-pub use source::{model_matches, model_names, ModelFiles, ModelSource};
+pub use engine::{EmbedOptions, EmbeddingEngine, EngineStats, ModelEmbedder, ModelState, Norm};
+pub use model::{normalize, ModelInfo, SentenceModel, COMPUTE_NICE};
+pub use pipeline::Pooling;
+pub use source::{model_matches, model_names, DenseFiles, ModelFiles, ModelSource};
 pub use validate::InputLimits;
 
 use crate::error::{Error, Result};

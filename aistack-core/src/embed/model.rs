@@ -1,69 +1,75 @@
-//! The candle backend: a BERT-family sentence-transformers model (all-MiniLM-L6-v2, bge-*, e5-*,
-//! gte-*) with its tokenizer, pooling and normalization, run on the CPU.
+//! The candle backend: a sentence-transformers model (all-MiniLM-L6-v2, all-mpnet-base-v2,
+//! bge-*, e5-*, gte-*) with its tokenizer and its modules after the transformer, run on the CPU.
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
+use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use super::bert::{BertConfig, Encoder};
-use super::source::{read_json, ModelFiles, ModuleEntry};
+use super::arch::{forward_pooled, ArchConfig, Network};
+use super::pipeline::{Pipeline, Pooling};
+use super::source::{read_json, ModelFiles};
 use crate::error::{Error, Result};
 
-/// How token vectors become one sentence vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pooling {
-    /// The mean of the token vectors, padding excluded.
-    Mean,
-    /// The vector of the first (`[CLS]`) token.
-    Cls,
-}
+/// How much lower than the process's other threads the compute threads run (a `nice`
+/// increment). The HTTP threads then take a core at once when a request arrives while a batch
+/// computes, so admitting, refusing and answering are never queued behind a forward pass; with
+/// no other work, the compute threads have every core all the same.
+pub const COMPUTE_NICE: i32 = 10;
 
-/// What a loaded model is: its id, size and input limits.
+/// What a loaded model is: its id, architecture, size, pipeline and input limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInfo {
     /// The id the model was loaded by (the Hub id or the directory given).
     pub model_id: String,
-    /// Embedding dimensions.
+    /// The transformer's architecture, as `config.json`'s `model_type` names it.
+    pub architecture: String,
+    /// Embedding dimensions (after pooling and any Dense layers).
     pub dims: usize,
     /// Longest input in tokens, special tokens included; longer inputs are truncated.
     pub max_input_tokens: usize,
-    /// How token vectors are pooled.
-    pub pooling: Pooling,
+    /// How token vectors are pooled: these modes, concatenated in order.
+    pub pooling: Vec<Pooling>,
     /// Whether embeddings are L2-normalized.
     pub normalize: bool,
     /// The model's own query prompt (from `config_sentence_transformers.json`), if any.
     pub query_prompt: Option<String>,
     /// The model's own passage/document prompt, if any.
     pub passage_prompt: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PoolingConfig {
-    #[serde(default)]
-    pooling_mode_cls_token: bool,
-    #[serde(default)]
-    pooling_mode_mean_tokens: bool,
-    #[serde(default)]
-    pooling_mode_max_tokens: bool,
-    #[serde(default)]
-    pooling_mode_mean_sqrt_len_tokens: bool,
+    /// Every prompt of `config_sentence_transformers.json` by name, as requests name them.
+    pub prompts: std::collections::BTreeMap<String, String>,
+    /// The prompt applied when a request names none (`default_prompt_name`), if any.
+    pub default_prompt_name: Option<String>,
+    /// Whether a prompt's tokens count in pooling (`include_prompt`).
+    pub include_prompt: bool,
 }
 
 #[derive(Deserialize)]
 struct SentenceBertConfig {
     max_seq_length: Option<usize>,
+    #[serde(default)]
+    do_lower_case: bool,
+}
+
+/// `tokenizer_config.json`: sentence-transformers 6 saves `max_seq_length` as the tokenizer's
+/// `model_max_length`.
+#[derive(Deserialize)]
+struct TokenizerConfig {
+    model_max_length: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
 struct StConfig {
     #[serde(default)]
-    prompts: std::collections::HashMap<String, String>,
+    prompts: std::collections::BTreeMap<String, String>,
+    default_prompt_name: Option<String>,
 }
 
 /// A loaded sentence-embedding model. Its methods block: run them off the async runtime.
 pub struct SentenceModel {
-    encoder: Encoder,
+    network: Box<dyn Network>,
+    pipeline: Pipeline,
     tokenizer: Tokenizer,
     /// The same tokenizer without truncation, for chunking long texts.
     full_tokenizer: Tokenizer,
@@ -96,27 +102,29 @@ impl SentenceModel {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let config: BertConfig = read_json(&files.config)?;
-        // RoBERTa-style encoders offset their positions differently: running them as BERT would
-        // give wrong vectors silently, so anything but BERT is refused by name.
-        if let Some(t) = config.model_type.as_deref().filter(|t| *t != "bert") {
-            return Err(Error::model(
-                format!(
-                    "{}: model_type '{t}' is not supported (BERT-family encoders only)",
-                    files.config.display()
-                ),
-                "unsupported architecture",
-            ));
-        }
-        let (pooling, normalize) = pooling_and_normalize(files)?;
-        let max_seq = files
+        let config = ArchConfig::read(&files.config)?;
+        let st_model: Option<SentenceBertConfig> = files
             .sentence_bert_config
             .as_deref()
             .map(read_json::<SentenceBertConfig>)
+            .transpose()?;
+        // As sentence-transformers: `max_seq_length` of sentence_bert_config.json (older
+        // models), else the tokenizer's `model_max_length` (newer ones), else the position
+        // table; never past what the position scheme allows.
+        let from_tokenizer = files
+            .tokenizer_config
+            .as_deref()
+            .map(read_json::<TokenizerConfig>)
             .transpose()?
+            .and_then(|c| c.model_max_length)
+            .filter(|n| (1.0..1e9).contains(n))
+            .map(|n| n as usize);
+        let max_seq = st_model
+            .as_ref()
             .and_then(|c| c.max_seq_length)
-            .unwrap_or(config.max_position_embeddings)
-            .min(config.max_position_embeddings);
+            .or(from_tokenizer)
+            .unwrap_or(config.max_positions())
+            .min(config.max_positions());
         if max_seq < 2 {
             return Err(Error::model(
                 "max_seq_length must allow at least the two special tokens",
@@ -135,6 +143,12 @@ impl SentenceModel {
             source: Some(e),
         })?;
         tokenizer.with_padding(None);
+        if st_model.as_ref().is_some_and(|c| c.do_lower_case) {
+            // As sentence-transformers does: a Lowercase normalizer before the tokenizer's own.
+            let mut steps: Vec<NormalizerWrapper> = vec![Lowercase.into()];
+            steps.extend(tokenizer.get_normalizer().cloned());
+            tokenizer.with_normalizer(Some(Sequence::new(steps)));
+        }
         let mut full_tokenizer = tokenizer.clone();
         full_tokenizer
             .with_truncation(None)
@@ -155,11 +169,11 @@ impl SentenceModel {
             })?;
         tokenizer.with_padding(None);
         let vocab = tokenizer.get_vocab_size(true);
-        if vocab > config.vocab_size {
+        if vocab > config.vocab_size() {
             return Err(Error::model(
                 format!(
                     "tokenizer.json has {vocab} tokens but config.json's vocab_size is {}",
-                    config.vocab_size
+                    config.vocab_size()
                 ),
                 "tokenizer does not match the model config",
             ));
@@ -177,7 +191,7 @@ impl SentenceModel {
                     e,
                 )
             })?;
-        let encoder = Encoder::load(vb, &config).map_err(|e| {
+        let network = config.load(vb).map_err(|e| {
             Error::model(
                 format!(
                     "the weights in {} do not match {}",
@@ -187,12 +201,14 @@ impl SentenceModel {
                 e,
             )
         })?;
+        let pipeline = Pipeline::load(files, network.hidden())?;
         let info = ModelInfo {
             model_id: model_id.to_string(),
-            dims: config.hidden_size,
+            architecture: config.name().to_string(),
+            dims: pipeline.dims(),
             max_input_tokens: max_seq,
-            pooling,
-            normalize,
+            pooling: pipeline.pooling.clone(),
+            normalize: pipeline.normalize,
             query_prompt: st.prompts.get("query").cloned().filter(|p| !p.is_empty()),
             passage_prompt: st
                 .prompts
@@ -200,14 +216,22 @@ impl SentenceModel {
                 .or_else(|| st.prompts.get("document"))
                 .cloned()
                 .filter(|p| !p.is_empty()),
+            default_prompt_name: st
+                .default_prompt_name
+                .clone()
+                .filter(|n| st.prompts.contains_key(n)),
+            prompts: st.prompts.clone(),
+            include_prompt: pipeline.include_prompt,
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("aistack-compute-{i}"))
+            .start_handler(|_| lower_this_threads_priority(COMPUTE_NICE))
             .build()
             .map_err(|e| Error::model("cannot start the compute threads", e))?;
         let model = Self {
-            encoder,
+            network,
+            pipeline,
             tokenizer,
             full_tokenizer,
             info,
@@ -276,15 +300,43 @@ impl SentenceModel {
         Ok(out)
     }
 
-    /// Like [`SentenceModel::forward`], but returns the pooled vectors before any normalization.
+    /// Like [`SentenceModel::forward`], but returns the vectors before `Normalize` (pooled,
+    /// then through any Dense layers).
     pub fn forward_pooled(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        self.forward_pooled_from(batch, &vec![0; batch.len()])
+    }
+
+    /// Like [`SentenceModel::forward_pooled`], where sequence `i` starts with a prompt of
+    /// `prompt[i]` tokens, which pooling leaves out when the model says so
+    /// (`include_prompt: false`).
+    pub fn forward_pooled_from(&self, batch: &[&[u32]], prompt: &[usize]) -> Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        if prompt.len() != batch.len() {
+            return Err(Error::invalid("one prompt length per sequence is needed"));
+        }
+        let h = self.network.hidden();
         self.pool.install(|| {
-            self.encoder
-                .forward_pooled(batch, self.info.pooling, self.threads)
+            forward_pooled(self.network.as_ref(), batch, self.threads, &|i, rows| {
+                self.pipeline.pooled(rows, h, prompt[i])
+            })
         })
+    }
+
+    /// Tokens a prompt takes at the start of a text, as sentence-transformers counts them: the
+    /// prompt tokenized with special tokens, less a special token at its end.
+    pub fn prompt_tokens(&self, prompt: &str) -> Result<usize> {
+        let enc = self
+            .tokenizer
+            .encode(prompt, true)
+            .map_err(|e| Error::Model {
+                context: "tokenization failed".into(),
+                source: Some(e),
+            })?;
+        let n = enc.get_ids().len();
+        let special_last = enc.get_special_tokens_mask().last() == Some(&1);
+        Ok(n - usize::from(special_last && n > 0))
     }
 
     /// Compute threads this model runs on.
@@ -299,36 +351,19 @@ pub fn normalize(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x /= norm);
 }
 
-fn pooling_and_normalize(files: &ModelFiles) -> Result<(Pooling, bool)> {
-    let normalize = match &files.modules {
-        Some(m) => read_json::<Vec<ModuleEntry>>(m)?
-            .iter()
-            .any(|e| e.kind.ends_with(".Normalize")),
-        None => false,
-    };
-    let pooling = match &files.pooling {
-        None => Pooling::Mean,
-        Some(p) => {
-            let c: PoolingConfig = read_json(p)?;
-            match (
-                c.pooling_mode_cls_token,
-                c.pooling_mode_mean_tokens,
-                c.pooling_mode_max_tokens,
-                c.pooling_mode_mean_sqrt_len_tokens,
-            ) {
-                (true, false, false, false) => Pooling::Cls,
-                (false, true, false, false) => Pooling::Mean,
-                _ => {
-                    return Err(Error::model(
-                        format!(
-                            "{}: only mean or CLS pooling (one of them) is supported",
-                            p.display()
-                        ),
-                        "unsupported pooling",
-                    ))
-                }
-            }
-        }
-    };
-    Ok((pooling, normalize))
+/// Lowers the calling thread's scheduling priority by `nice` (Linux threads have a nice value
+/// of their own). Failure is harmless (the thread keeps the process's priority) and ignored.
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority(nice: i32) {
+    // SAFETY: `gettid`, `getpriority` and `setpriority` have no memory preconditions; on this
+    // thread's own id they change only its scheduling weight.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, now.saturating_add(nice));
+    }
 }
+
+/// Elsewhere threads keep the process's priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority(_nice: i32) {}

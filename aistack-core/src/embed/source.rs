@@ -170,6 +170,20 @@ pub struct ModelFiles {
     pub sentence_bert_config: Option<PathBuf>,
     /// `config_sentence_transformers.json` (prompts), if any.
     pub st_config: Option<PathBuf>,
+    /// `tokenizer_config.json` (`model_max_length`, where sentence-transformers 6 keeps the
+    /// maximum sequence length), if any.
+    pub tokenizer_config: Option<PathBuf>,
+    /// The `Dense` modules `modules.json` lists, in order.
+    pub dense: Vec<DenseFiles>,
+}
+
+/// The files of one `Dense` module (e.g. `2_Dense/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenseFiles {
+    /// Its `config.json` (features and activation).
+    pub config: PathBuf,
+    /// Its weights: `model.safetensors`, or `pytorch_model.bin` in older models.
+    pub weights: PathBuf,
 }
 
 /// One entry of `modules.json`.
@@ -189,6 +203,19 @@ fn pooling_dir(modules_json: &Path) -> Result<Option<String>> {
         .find(|m| m.kind.ends_with(".Pooling"))
         .map(|m| m.path))
 }
+
+/// The folders of the `Dense` modules named in `modules.json`, in order.
+fn dense_dirs(modules_json: &Path) -> Result<Vec<String>> {
+    let modules: Vec<ModuleEntry> = read_json(modules_json)?;
+    Ok(modules
+        .into_iter()
+        .filter(|m| m.kind.ends_with(".Dense"))
+        .map(|m| m.path)
+        .collect())
+}
+
+/// The weight files a `Dense` module may have, preferred first.
+const DENSE_WEIGHTS: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?;
@@ -219,6 +246,24 @@ impl ModelFiles {
             Some(m) => pooling_dir(m)?.and_then(|d| optional(&format!("{d}/config.json"))),
             None => optional("1_Pooling/config.json"),
         };
+        let mut dense = Vec::new();
+        if let Some(m) = &modules {
+            for d in dense_dirs(m)? {
+                let weights = DENSE_WEIGHTS
+                    .iter()
+                    .find_map(|w| optional(&format!("{d}/{w}")))
+                    .ok_or_else(|| Error::NotFound {
+                        what: format!(
+                            "model file {}",
+                            dir.join(&d).join(DENSE_WEIGHTS[0]).display()
+                        ),
+                    })?;
+                dense.push(DenseFiles {
+                    config: required(&format!("{d}/config.json"))?,
+                    weights,
+                });
+            }
+        }
         Ok(Self {
             config: required("config.json")?,
             tokenizer: required("tokenizer.json")?,
@@ -227,6 +272,8 @@ impl ModelFiles {
             pooling,
             sentence_bert_config: optional("sentence_bert_config.json"),
             st_config: optional("config_sentence_transformers.json"),
+            tokenizer_config: optional("tokenizer_config.json"),
+            dense,
         })
     }
 
@@ -300,7 +347,7 @@ async fn fetch_hub(repo_id: &str, revision: &str, policy: &RetryPolicy) -> Resul
             retry(policy, "hub download", attempt).await
         }
     };
-    let required = |name: &'static str, got: Option<PathBuf>| {
+    let required = |name: &str, got: Option<PathBuf>| {
         got.ok_or_else(|| Error::NotFound {
             what: if offline {
                 format!(
@@ -323,6 +370,22 @@ async fn fetch_hub(repo_id: &str, revision: &str, policy: &RetryPolicy) -> Resul
         Some(d) if !d.is_empty() => get(format!("{d}/config.json")).await?,
         _ => None,
     };
+    let mut dense = Vec::new();
+    if let Some(m) = &modules {
+        for d in dense_dirs(m)? {
+            let config_name = format!("{d}/config.json");
+            let config = required(&config_name, get(config_name.clone()).await?)?;
+            let mut weights = None;
+            for w in DENSE_WEIGHTS {
+                weights = get(format!("{d}/{w}")).await?;
+                if weights.is_some() {
+                    break;
+                }
+            }
+            let weights = required(&format!("{d}/{}", DENSE_WEIGHTS[0]), weights)?;
+            dense.push(DenseFiles { config, weights });
+        }
+    }
     Ok(ModelFiles {
         config,
         tokenizer,
@@ -331,6 +394,8 @@ async fn fetch_hub(repo_id: &str, revision: &str, policy: &RetryPolicy) -> Resul
         pooling,
         sentence_bert_config: get("sentence_bert_config.json".into()).await?,
         st_config: get("config_sentence_transformers.json".into()).await?,
+        tokenizer_config: get("tokenizer_config.json".into()).await?,
+        dense,
     })
 }
 

@@ -42,13 +42,33 @@ class Embedder:
     def dim(self) -> int: ...
     @property
     def max_seq_length(self) -> int: ...
+    @property
+    def architecture(self) -> str: ...
+    @property
+    def pooling(self) -> list[str]: ...
+    @property
+    def normalizes(self) -> bool: ...
+    @property
+    def prompts(self) -> dict[str, str]: ...
     @overload
     def encode(
-        self, sentences: str, *, batch_size: int = 32, normalize: bool = True
+        self,
+        sentences: str,
+        *,
+        batch_size: int = 32,
+        normalize: bool = True,
+        prompt_name: str | None = None,
+        truncate_dim: int | None = None,
     ) -> npt.NDArray[np.float32]: ...
     @overload
     def encode(
-        self, sentences: Sequence[str], *, batch_size: int = 32, normalize: bool = True
+        self,
+        sentences: Sequence[str],
+        *,
+        batch_size: int = 32,
+        normalize: bool = True,
+        prompt_name: str | None = None,
+        truncate_dim: int | None = None,
     ) -> npt.NDArray[np.float32]: ...
     def encode_query(
         self, sentences: str | Sequence[str], *, batch_size: int = 32, normalize: bool = True
@@ -57,7 +77,13 @@ class Embedder:
         self, sentences: str | Sequence[str], *, batch_size: int = 32, normalize: bool = True
     ) -> npt.NDArray[np.float32]: ...
     def aencode(
-        self, sentences: str | Sequence[str], *, batch_size: int = 32, normalize: bool = True
+        self,
+        sentences: str | Sequence[str],
+        *,
+        batch_size: int = 32,
+        normalize: bool = True,
+        prompt_name: str | None = None,
+        truncate_dim: int | None = None,
     ) -> Awaitable[npt.NDArray[np.float32]]: ...
 
 @final

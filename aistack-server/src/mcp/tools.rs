@@ -285,6 +285,7 @@ pub async fn call(
                 encoding_format: None,
                 dimensions: None,
                 user: None,
+                aistack: None,
             };
             let r = openai::embeddings(State(app.clone()), ApiJson(req))
                 .await?

@@ -22,6 +22,7 @@ use crate::serve::error::{ApiError, ErrorBody};
 use crate::serve::router::REQUEST_ID;
 use crate::serve::state::AppState;
 use crate::serve::types::chat::{ChatCompletionRequest, CompletionRequest, ModelEntry, ModelList};
+use crate::serve::types::ops::ModelDetails;
 
 /// The upstream that answered.
 pub const UPSTREAM_HEADER: &str = "x-aistack-upstream";
@@ -32,17 +33,20 @@ pub const GROUNDING_HEADER: &str = "x-aistack-grounding-skipped";
 /// Every name the server accepts as `model`: the embedding model's, then the chat routes.
 #[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelList)))]
 pub async fn list_models(State(app): State<Arc<AppState>>) -> Json<ModelList> {
+    let details: Option<ModelDetails> = app.engine.embedder().ok().map(|e| e.info().into());
     let embedding = app.model_names.iter().map(|n| ModelEntry {
         id: n.clone(),
         object: "model",
         created: 0,
         owned_by: "aistack-embeddings",
+        aistack: details.clone(),
     });
     let chat = app.gateway.route_names().into_iter().map(|n| ModelEntry {
         id: n.to_string(),
         object: "model",
         created: 0,
         owned_by: "aistack",
+        aistack: None,
     });
     Json(ModelList {
         object: "list",

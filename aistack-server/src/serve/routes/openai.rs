@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aistack_core::embed::{model_matches, Embedder, InputKind};
+use aistack_core::embed::{model_matches, EmbedOptions, InputKind, Norm};
 use aistack_core::ErrorKind;
 use axum::extract::State;
 use axum::Json;
@@ -63,15 +63,15 @@ pub async fn embeddings(
             ));
         }
     }
-    if let Some(d) = req.dimensions {
-        if d != info.dims as u64 {
-            return Err(ApiError::invalid(format!(
-                "dimensions={d} is not supported: the model's embeddings have {} dimensions",
-                info.dims
-            )));
-        }
-    }
-    let vectors = embedder.embed(&texts, InputKind::Plain).await?;
+    let options = EmbedOptions {
+        prompt_name: req.aistack.and_then(|a| a.prompt_name),
+        dimensions: req
+            .dimensions
+            .map(|d| usize::try_from(d).unwrap_or(usize::MAX)),
+    };
+    let vectors = embedder
+        .embed_with(&texts, InputKind::Plain, Norm::Model, &options)
+        .await?;
     let tokens: usize = embedder.count_tokens(&texts)?.iter().sum();
     let data = vectors
         .into_iter()

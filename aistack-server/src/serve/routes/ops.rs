@@ -70,6 +70,7 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
                 .unwrap_or_else(|| "unnamed".to_string()),
             dims,
             queue_wait,
+            details: ready.as_ref().map(|e| e.info().into()),
         },
         store: StoreHealth {
             backend: app.store.backend().to_string(),

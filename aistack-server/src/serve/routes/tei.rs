@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aistack_core::embed::{InputKind, Norm};
+use aistack_core::embed::{EmbedOptions, InputKind, Norm};
 use axum::extract::State;
 use axum::Json;
 
@@ -49,7 +49,13 @@ pub async fn tei_embed(
     } else {
         Norm::Pooled
     };
+    let options = EmbedOptions {
+        prompt_name: req.prompt_name,
+        dimensions: req.dimensions,
+    };
     Ok(Json(
-        embedder.embed_with(&texts, InputKind::Plain, norm).await?,
+        embedder
+            .embed_with(&texts, InputKind::Plain, norm, &options)
+            .await?,
     ))
 }

@@ -42,6 +42,10 @@ pub struct ModelEntry {
     pub created: u64,
     /// `aistack` for chat routes, `aistack-embeddings` for the embedding model.
     pub owned_by: &'static str,
+    /// For the embedding model once loaded: what it is (architecture, dimensions, pooling,
+    /// prompts, input length).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aistack: Option<super::ops::ModelDetails>,
 }
 
 /// `GET /v1/models`: every name the server accepts as `model`.

@@ -15,12 +15,25 @@ pub struct EmbeddingsRequest {
     /// `float` (default) or `base64` (little-endian f32).
     #[schema(pattern = "^(float|base64)$")]
     pub encoding_format: Option<String>,
-    /// Must equal the model's dimensions if given.
+    /// Matryoshka: keep the first this many dimensions (normalized again), between 1 and the
+    /// model's dimensions.
     #[schema(minimum = 1)]
     pub dimensions: Option<u64>,
     /// Accepted and ignored (OpenAI's end-user id).
     #[allow(dead_code)]
     pub user: Option<String>,
+    /// aistack's extension: `{"prompt_name": "query"}` embeds with one of the model's prompts
+    /// (see `GET /v1/models`).
+    pub aistack: Option<EmbeddingsExtension>,
+}
+
+/// aistack's fields of an embeddings request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsExtension {
+    /// One of the model's prompts by name (its `config_sentence_transformers.json`), prepended
+    /// to every input; without it the model's default prompt, if it has one.
+    pub prompt_name: Option<String>,
 }
 
 /// One embedding in an OpenAI-shaped response.

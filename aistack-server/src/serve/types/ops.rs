@@ -21,6 +21,43 @@ pub struct ModelHealth {
     /// Admission by wait: the bound interactive requests are admitted with, once loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_wait: Option<QueueWaitHealth>,
+    /// What the model is, once loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<ModelDetails>,
+}
+
+/// What an embedding model is (in `/health` and `/v1/models`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelDetails {
+    /// The transformer's architecture, as its `config.json` names it (`bert`, `mpnet`, ...).
+    pub architecture: String,
+    /// Embedding dimensions.
+    pub dims: usize,
+    /// Longest input in tokens, special tokens included; longer inputs are truncated.
+    pub max_input_tokens: usize,
+    /// Pooling modes, concatenated in this order (`mean`, `cls`, `lasttoken`, ...).
+    pub pooling: Vec<String>,
+    /// Whether embeddings are L2-normalized by the model's own pipeline.
+    pub normalize: bool,
+    /// The model's prompts by name, as `prompt_name` takes them.
+    pub prompts: std::collections::BTreeMap<String, String>,
+    /// The prompt applied when a request names none, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_prompt_name: Option<String>,
+}
+
+impl From<&aistack_core::embed::ModelInfo> for ModelDetails {
+    fn from(i: &aistack_core::embed::ModelInfo) -> Self {
+        Self {
+            architecture: i.architecture.clone(),
+            dims: i.dims,
+            max_input_tokens: i.max_input_tokens,
+            pooling: i.pooling.iter().map(|p| p.name().to_string()).collect(),
+            normalize: i.normalize,
+            prompts: i.prompts.clone(),
+            default_prompt_name: i.default_prompt_name.clone(),
+        }
+    }
 }
 
 /// The wait bound of interactive embedding requests and where it came from.

@@ -16,6 +16,11 @@ pub struct TeiEmbedRequest {
     /// Truncate over-long inputs (default false: they are refused, as TEI does).
     #[serde(default)]
     pub truncate: bool,
+    /// One of the model's prompts by name, prepended to every input.
+    pub prompt_name: Option<String>,
+    /// Matryoshka: keep the first this many dimensions (normalized again when `normalize`).
+    #[schema(minimum = 1)]
+    pub dimensions: Option<usize>,
 }
 
 pub(crate) fn yes() -> bool {
