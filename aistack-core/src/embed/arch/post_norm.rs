@@ -396,12 +396,18 @@ impl Encoder {
             self.eps,
         );
         if let Some(r) = &self.relative {
+            // Buckets depend on the offset alone: once for the longest sequence's offsets
+            // (`rel + longest − 1` indexes them), then looked up per sequence and head.
+            let span = longest as i64;
+            let buckets: Vec<usize> = (-(span - 1)..span)
+                .map(|rel| relative_bucket(rel, r.buckets, r.max_distance))
+                .collect();
             let mut at = 0;
             for seq in seqs {
-                let l = seq.len() as i64;
+                let l = seq.len();
+                let offsets = &buckets[longest - l..longest + l - 1];
                 for head in 0..self.heads {
-                    for rel in -(l - 1)..l {
-                        let b = relative_bucket(rel, r.buckets, r.max_distance);
+                    for &b in offsets {
                         bias[at] = r.table[b * self.heads + head];
                         at += 1;
                     }
