@@ -154,6 +154,45 @@ fn qwen3_with_last_token_pooling_matches_sentence_transformers() {
     assert_eq!(m.info().pooling, vec![Pooling::LastToken]);
 }
 
+#[test]
+fn nomic_bert_matches_its_reference_code() {
+    let m = matches_its_fixture("nomic-bert", "nomic_bert");
+    let info = m.info();
+    assert_eq!(info.pooling, vec![Pooling::Mean]);
+    // nomic's prompt names are the query and document prompts search uses.
+    assert_eq!(info.query_prompt.as_deref(), Some("search_query: "));
+    assert_eq!(info.passage_prompt.as_deref(), Some("search_document: "));
+}
+
+/// A nomic_bert config this encoder does not compute is refused by name, not run differently.
+#[test]
+fn nomic_bert_variants_it_does_not_run_are_refused() {
+    let (dir, _) = fixture("nomic-bert");
+    for (key, value, named) in [
+        ("rotary_emb_fraction", json!(0.5), "rotary_emb_fraction"),
+        ("rotary_scaling_factor", json!(2.0), "rotary_scaling_factor"),
+        ("activation_function", json!("gelu"), "gelu"),
+        ("prenorm", json!(true), "prenorm"),
+    ] {
+        let copy = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap();
+            if f.file_type().unwrap().is_file() {
+                std::fs::copy(f.path(), copy.path().join(f.file_name())).unwrap();
+            }
+        }
+        rewrite_json(&copy.path().join("config.json"), |c| c[key] = value);
+        let err = SentenceModel::load("nomic-variant", &ModelFiles::from_dir(copy.path()).unwrap())
+            .err()
+            .unwrap_or_else(|| panic!("{key} was accepted"));
+        let msg = format!("{err} {:?}", std::error::Error::source(&err));
+        assert!(
+            msg.contains(named) && msg.contains("nomic_bert"),
+            "{key}: {msg}"
+        );
+    }
+}
+
 /// The fixtures' prompted texts, through the engine: `prompt_name` picks the model's prompt as
 /// sentence-transformers' `encode(prompt_name=...)` does; an unknown name is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,6 +204,7 @@ async fn named_prompts_match_sentence_transformers() {
         ("xlm-roberta", &["query", "passage"][..]),
         ("modernbert", &["query", "document"][..]),
         ("qwen3", &["query"][..]),
+        ("nomic-bert", &["search_query", "search_document"][..]),
         // Pools without the prompt's tokens (include_prompt: false).
         ("camembert", &["query"][..]),
     ] {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aistack_core::store::{
-    CollectionSpec, EmbeddedStore, Metric, Record, SearchMode, SearchRequest, VectorStore,
+    CollectionSpec, EmbeddedStore, EmbeddingOrigin, Metric, Record, SearchMode, SearchRequest,
+    VectorStore,
 };
 use aistack_core::ErrorKind;
 use serde_json::{json, Map};
@@ -20,6 +21,16 @@ async fn conformance_suite() {
     let store: Arc<dyn VectorStore> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
     conformance::run_all(store.clone(), "emb").await;
     conformance::run_hybrid(store, "emb").await;
+}
+
+fn origin() -> EmbeddingOrigin {
+    EmbeddingOrigin {
+        model: "all-MiniLM-L6-v2".into(),
+        model_dims: 384,
+        query_prompt: None,
+        document_prompt: Some("passage: ".into()),
+        probe: vec![0.5, -0.25, 0.0625],
+    }
 }
 
 fn unit(i: usize, dims: usize) -> Vec<f32> {
@@ -35,7 +46,9 @@ async fn data_survives_reopen() {
     {
         let store = EmbeddedStore::open(dir.path()).await.unwrap();
         store
-            .create_collection(&CollectionSpec::new("docs", 8, Metric::Cosine))
+            .create_collection(
+                &CollectionSpec::new("docs", 8, Metric::Cosine).with_embedding(Some(origin())),
+            )
             .await
             .unwrap();
         store
@@ -61,6 +74,12 @@ async fn data_survives_reopen() {
         .map(|c| (c.spec.name, c.count))
         .collect();
     assert_eq!(names, [("docs".to_string(), 99)]);
+    let spec = store.collection("docs").await.unwrap().spec;
+    assert_eq!(
+        spec.embedding,
+        Some(origin()),
+        "the model is kept across a reopen"
+    );
     let hits = store
         .search("docs", &[SearchRequest::new(unit(7, 8), 1)])
         .await

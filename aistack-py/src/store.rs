@@ -160,17 +160,26 @@ impl VectorStore {
         analyzer: &str,
     ) -> PyResult<Collection> {
         let py = slf.py();
-        let dims = match (dim, &embedder) {
+        let model = embedder
+            .as_ref()
+            .map(|e| e.get().ready_model(py))
+            .transpose()?;
+        let dims = match (dim, &model) {
             (Some(d), _) => d,
-            (None, Some(e)) => e.get().ready_model(py)?.dims(),
+            (None, Some(m)) => m.dims(),
             (None, None) => return Err(invalid(py, "give dim= or embedder=")),
         };
+        // The model is recorded when its vectors (or their leading dimensions) fill it.
+        let origin = model
+            .filter(|m| dims <= m.dims())
+            .map(|m| m.origin().clone());
         let spec = CollectionSpec::new(
             name,
             dims,
             Metric::parse(metric).map_err(|e| error_to_py(py, e))?,
         )
-        .with_analyzer(Analyzer::parse(analyzer).map_err(|e| error_to_py(py, e))?);
+        .with_analyzer(Analyzer::parse(analyzer).map_err(|e| error_to_py(py, e))?)
+        .with_embedding(origin);
         let store = slf.get().store(py)?;
         run(py, async move { store.create_collection(&spec).await })?;
         Self::collection(slf, name, embedder, None)
@@ -329,6 +338,13 @@ impl Collection {
     #[getter]
     fn metric(&self) -> &'static str {
         self.spec.metric.as_str()
+    }
+
+    /// The model whose vectors fill the collection, where recorded: texts embedded by another
+    /// model, or with other prompts, are refused (`aistack.Conflict`).
+    #[getter]
+    fn embedding_model(&self) -> Option<&str> {
+        self.spec.embedding.as_ref().map(|o| o.model.as_str())
     }
 
     /// Inserts or replaces records by id: with `documents` (embedded as passages), with

@@ -27,6 +27,7 @@ def test_round_trip_and_filters(store, embedder, collection_name):
     col = store.get_or_create_collection(collection_name, embedder=embedder)
     try:
         assert (col.name, col.dim, col.metric) == (collection_name, 384, "cosine")
+        assert col.embedding_model  # the model is recorded with the collection
         assert collection_name in store.list_collections()
         fill(col)
         assert col.count() == 4 and len(col) == 4
@@ -143,9 +144,23 @@ def test_lexical_and_hybrid_search(store, embedder, collection_name):
         assert store.delete_collection(collection_name)
 
 
+def test_another_prompt_is_refused_for_a_collection(store, embedder, collection_name):
+    col = store.create_collection(collection_name, embedder=embedder)
+    try:
+        fill(col)
+        # The same model with another query prompt would search with vectors of another kind.
+        other = aistack.Embedder(embedder.model_id, query_prefix="query: ")
+        with pytest.raises(aistack.Conflict, match="query_prefix"):
+            store.get_collection(collection_name, embedder=other)
+        assert store.get_collection(collection_name, embedder=embedder).count() == 4
+    finally:
+        assert store.delete_collection(collection_name)
+
+
 def test_vector_only_collections_need_no_embedder(store, collection_name):
     col = store.get_or_create_collection(collection_name, dim=3, metric="l2")
     try:
+        assert col.embedding_model is None
         col.upsert(["p", "q"], embeddings=[[0.0, 0.0, 1.0], [5.0, 5.0, 5.0]])
         assert col.query(embedding=[0.0, 0.1, 1.0], k=1)[0].id == "p"
         with pytest.raises(aistack.InvalidInput, match="embedder"):

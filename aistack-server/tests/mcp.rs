@@ -203,6 +203,15 @@ async fn tools_store_search_and_delete_through_the_api_handlers() {
     let e = ok(&r);
     assert_eq!(e["dimensions"], dims);
     assert_eq!(e["embeddings"].as_array().unwrap().len(), 3);
+    // Matryoshka dimensions and named prompts, as on /v1/embeddings.
+    let r = tool(&app, "embed", json!({"texts": ["one"], "dimensions": 5})).await;
+    let e = ok(&r);
+    assert_eq!(e["dimensions"], 5, "{r}");
+    let cut = aistack_testing::floats(&e["embeddings"][0]);
+    assert!(
+        (cut.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4,
+        "{cut:?}"
+    );
     let r = tool(&app, "list_collections", json!({})).await;
     assert_eq!(ok(&r)["collections"][0]["name"], "docs", "{r}");
 
@@ -335,6 +344,21 @@ async fn bad_input_is_a_tool_error_with_the_api_code() {
         ),
         ("embed", json!({"texts": []}), "invalid_input"),
         ("embed", json!({"texts": "not a list"}), "invalid_input"),
+        (
+            "embed",
+            json!({"texts": ["x"], "prompt_name": "nope"}),
+            "invalid_input",
+        ),
+        (
+            "embed",
+            json!({"texts": ["x"], "dimensions": 0}),
+            "invalid_input",
+        ),
+        (
+            "embed",
+            json!({"texts": ["x"], "dimensions": 100000}),
+            "invalid_input",
+        ),
         ("list_collections", json!({"extra": true}), "invalid_input"),
     ];
     for (name, args, want) in cases {

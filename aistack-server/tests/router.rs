@@ -852,3 +852,156 @@ async fn while_the_model_loads_or_after_it_failed_no_answer_shows_its_path() {
     let err = a.state.engine.embedder().unwrap_err();
     assert!(err.chain().contains("model.safetensors"), "{}", err.chain());
 }
+
+/// The tiny model with CLS pooling instead of mean: the same size, other vectors.
+fn other_model(dir: &std::path::Path) -> String {
+    let model = aistack_testing::tiny_model(&dir.join("other-model"));
+    std::fs::write(
+        model.join("1_Pooling/config.json"),
+        json!({"word_embedding_dimension": aistack_testing::TINY_DIMS,
+               "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false})
+        .to_string(),
+    )
+    .unwrap();
+    model.display().to_string()
+}
+
+#[tokio::test]
+async fn a_collection_keeps_its_model_prompts_and_dimensions() {
+    let a = app(|_| {}).await;
+    let dims = aistack_testing::TINY_DIMS;
+    let doc = json!({"documents": [{"id": "d1", "text": "Restart the service after editing its configuration file."},
+                                   {"id": "d2", "text": "Cats sleep for most of the day."}]});
+    let query = json!({"query": "restart the service", "k": 2});
+    // Made without dims: the served model and its prompts are recorded and shown.
+    let r = send(&a, post_json("/v1/collections", json!({"name": "docs"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let view = r.json();
+    assert_eq!(view["dims"], dims);
+    assert_eq!(view["embedding"]["model"], "model");
+    assert_eq!(view["embedding"]["model_dims"], dims);
+    assert_eq!(view["embedding"]["query_prompt"], Value::Null);
+    let r = send(&a, post_json("/v1/collections/docs/documents", doc.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let before = send(&a, post_json("/v1/collections/docs/search", query.clone())).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text());
+    assert_eq!(before.json()["hits"].as_array().unwrap().len(), 2);
+    // Collections made by ingesting record the model too.
+    let r = send(&a, post_json("/v1/collections/auto/documents", doc.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = send(&a, get("/v1/collections/auto")).await;
+    assert_eq!(r.json()["embedding"]["model"], "model", "{}", r.text());
+    // A vectors-only collection (dims given) records nothing.
+    let r = send(
+        &a,
+        post_json("/v1/collections", json!({"name": "raw", "dims": 3})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert!(r.json().get("embedding").is_none(), "{}", r.text());
+
+    // Matryoshka: the first 8 dimensions, normalized again, in writes and searches alike.
+    let r = send(
+        &a,
+        post_json("/v1/collections", json!({"name": "short", "dimensions": 8})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(
+        (
+            r.json()["dims"].clone(),
+            r.json()["embedding"]["model_dims"].clone()
+        ),
+        (json!(8), json!(dims))
+    );
+    let r = send(
+        &a,
+        post_json("/v1/collections/short/documents", doc.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let stored = a.state.store.get("short", &["d1#0".into()]).await.unwrap();
+    let full = send(
+        &a,
+        post_json("/v1/embeddings", json!({"input": "Restart the service after editing its configuration file.", "dimensions": 8})),
+    )
+    .await;
+    let want = floats(&full.json()["data"][0]["embedding"]);
+    assert_eq!(stored[0].vector.len(), 8);
+    for (s, w) in stored[0].vector.iter().zip(&want) {
+        assert!((s - w).abs() < 1e-5, "{:?} vs {want:?}", stored[0].vector);
+    }
+    let r = send(&a, post_json("/v1/collections/short/search", query.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["hits"].as_array().unwrap().len(), 2);
+    // Wider than the model, zero, or both fields: refused, nothing made.
+    for body in [
+        json!({"name": "wide", "dimensions": dims + 1}),
+        json!({"name": "wide", "dimensions": 0}),
+        json!({"name": "wide", "dims": 8, "dimensions": 8}),
+    ] {
+        let r = send(&a, post_json("/v1/collections", body.clone())).await;
+        assert_eq!(r.error_code(400), "invalid_input", "{body}");
+    }
+    assert_eq!(
+        send(&a, get("/v1/collections/wide")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Another model over the same store: its texts are refused (409, naming both models);
+    // lexical search and searches by vector still work, and nothing stored changes.
+    let models = tempfile::tempdir().unwrap();
+    let other = other_model(models.path());
+    let shared = a.state.store.clone();
+    let b = app_with(move |s| s.embed.model = other, None, move |_, _| shared).await;
+    for (path, body) in [
+        ("/v1/collections/docs/search", query.clone()),
+        ("/v1/collections/docs/documents", doc.clone()),
+        ("/v1/collections/short/search", query.clone()),
+    ] {
+        let r = send(&b, post_json(path, body)).await;
+        assert_eq!(r.error_code(409), "conflict", "{path}");
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("model model") && msg.contains("other-model"),
+            "{msg}"
+        );
+    }
+    let r = send(
+        &b,
+        post_json(
+            "/v1/collections/docs/search",
+            json!({"query": "restart", "mode": "lexical"}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = send(
+        &b,
+        post_json(
+            "/v1/collections/docs/search",
+            json!({"vector": vec![0.1; dims]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // The other model may make collections of its own in the same store.
+    let r = send(&b, post_json("/v1/collections/mine/documents", doc.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // The same model with another query prompt: refused, naming the setting to change.
+    let shared = a.state.store.clone();
+    let c = app_with(
+        |s| s.embed.query_prefix = Some("query: ".into()),
+        None,
+        move |_, _| shared,
+    )
+    .await;
+    let r = send(&c, post_json("/v1/collections/docs/search", query.clone())).await;
+    assert_eq!(r.error_code(409), "conflict");
+    assert!(r.text().contains("embed.query_prefix"), "{}", r.text());
+
+    // The first server's collection answers as before.
+    let after = send(&a, post_json("/v1/collections/docs/search", query)).await;
+    assert_eq!(after.json(), before.json());
+}

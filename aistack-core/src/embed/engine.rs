@@ -21,6 +21,7 @@ use crate::cache::{Cache, CacheBound, CacheConfig, CacheStats};
 use crate::config::{CacheSettings, EmbedSettings};
 use crate::error::{Error, Result};
 use crate::resilience::RetryPolicy;
+use crate::store::{EmbeddingOrigin, PROBE_DIMS, PROBE_TEXT};
 
 /// Where the engine's model is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -296,6 +297,7 @@ pub struct ModelEmbedder {
     batcher: Batcher,
     queue_wait: QueueWaitInfo,
     cache: Cache<CacheKey, Arc<[f32]>>,
+    origin: EmbeddingOrigin,
 }
 
 impl std::fmt::Debug for ModelEmbedder {
@@ -304,6 +306,20 @@ impl std::fmt::Debug for ModelEmbedder {
             .field("info", &self.info)
             .finish()
     }
+}
+
+/// The model's identity for collections: the leading values of its normalized embedding of
+/// [`PROBE_TEXT`] (no prompt).
+fn probe(model: &SentenceModel) -> Result<Vec<f32>> {
+    let seqs = model.tokenize(&[PROBE_TEXT])?;
+    let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    let mut v = model
+        .forward_pooled(&batch)?
+        .pop()
+        .ok_or_else(|| Error::internal("probe", "the probe pass returned no vector"))?;
+    super::normalize(&mut v);
+    v.truncate(PROBE_DIMS);
+    Ok(v)
 }
 
 /// The reference batch of the wait bound's calibration: eight short sentences, the shape of a
@@ -380,7 +396,23 @@ impl ModelEmbedder {
             let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
             batcher.observe_pass(&batch, *pass);
         }
+        let prefix = |configured: &Option<String>, own: &Option<String>| {
+            configured
+                .clone()
+                .or_else(|| own.clone())
+                .filter(|p| !p.is_empty())
+                .map(Arc::<str>::from)
+        };
         let dims = info.dims;
+        let query_prefix = prefix(&settings.query_prefix, &info.query_prompt);
+        let passage_prefix = prefix(&settings.passage_prefix, &info.passage_prompt);
+        let origin = EmbeddingOrigin {
+            model: display_name(&info.model_id, None),
+            model_dims: info.dims,
+            query_prompt: query_prefix.as_deref().map(str::to_string),
+            document_prompt: passage_prefix.as_deref().map(str::to_string),
+            probe: probe(&model)?,
+        };
         let embed_cache = Cache::new(
             CacheConfig {
                 bound: CacheBound::Bytes(cache.embeddings_max_bytes),
@@ -392,21 +424,14 @@ impl ModelEmbedder {
                 bytes.min(u32::MAX as usize) as u32
             },
         );
-        let prefix = |configured: &Option<String>, own: &Option<String>| {
-            configured
-                .clone()
-                .or_else(|| own.clone())
-                .filter(|p| !p.is_empty())
-                .map(Arc::<str>::from)
-        };
         let default_prompt = info
             .default_prompt_name
             .as_ref()
             .and_then(|n| info.prompts.get(n))
             .cloned();
         Ok(Self {
-            query_prefix: prefix(&settings.query_prefix, &info.query_prompt),
-            passage_prefix: prefix(&settings.passage_prefix, &info.passage_prompt),
+            query_prefix,
+            passage_prefix,
             plain_prefix: prefix(&None, &default_prompt),
             model_key: Arc::from(info.model_id.as_str()),
             limits: InputLimits::from_settings(settings),
@@ -416,6 +441,7 @@ impl ModelEmbedder {
             batcher,
             queue_wait,
             cache: embed_cache,
+            origin,
         })
     }
 
@@ -685,6 +711,10 @@ impl ModelEmbedder {
 impl Embedder for ModelEmbedder {
     fn model_id(&self) -> &str {
         &self.info.model_id
+    }
+
+    fn origin(&self) -> &EmbeddingOrigin {
+        &self.origin
     }
 
     fn dims(&self) -> usize {

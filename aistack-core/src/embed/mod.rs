@@ -109,6 +109,8 @@ pub enum InputKind {
 pub trait Embedder: Send + Sync {
     /// The model's id, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
     fn model_id(&self) -> &str;
+    /// The model and prompts this embedder's vectors come from, as collections record them.
+    fn origin(&self) -> &crate::store::EmbeddingOrigin;
     /// The length of every vector returned.
     fn dims(&self) -> usize;
     /// Longest input in tokens; longer inputs are truncated.

@@ -18,6 +18,24 @@ use crate::error::{Error, Result};
 /// no other work, the compute threads have every core all the same.
 pub const COMPUTE_NICE: i32 = 10;
 
+/// The prompt names that mean "a search query", in the order they are looked for (e5 and
+/// Qwen3 name it `query`, nomic-embed-text `search_query`).
+pub const QUERY_PROMPTS: &[&str] = &["query", "search_query"];
+/// The prompt names that mean "a document to be searched".
+pub const PASSAGE_PROMPTS: &[&str] = &["passage", "document", "search_document"];
+
+/// The first non-empty prompt among `names`.
+fn first_prompt(
+    prompts: &std::collections::BTreeMap<String, String>,
+    names: &[&str],
+) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| prompts.get(*n))
+        .filter(|p| !p.is_empty())
+        .cloned()
+}
+
 /// What a loaded model is: its id, architecture, size, pipeline and input limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInfo {
@@ -209,13 +227,8 @@ impl SentenceModel {
             max_input_tokens: max_seq,
             pooling: pipeline.pooling.clone(),
             normalize: pipeline.normalize,
-            query_prompt: st.prompts.get("query").cloned().filter(|p| !p.is_empty()),
-            passage_prompt: st
-                .prompts
-                .get("passage")
-                .or_else(|| st.prompts.get("document"))
-                .cloned()
-                .filter(|p| !p.is_empty()),
+            query_prompt: first_prompt(&st.prompts, QUERY_PROMPTS),
+            passage_prompt: first_prompt(&st.prompts, PASSAGE_PROMPTS),
             default_prompt_name: st
                 .default_prompt_name
                 .clone()

@@ -67,7 +67,9 @@ impl TextCollection {
         embedder: Option<Arc<dyn Embedder>>,
     ) -> Result<Self> {
         let spec = store.collection(name).await?.spec;
-        if let Some(e) = &embedder {
+        if let (Some(e), Some(origin)) = (&embedder, &spec.embedding) {
+            origin.admit(name, e.origin())?;
+        } else if let Some(e) = &embedder {
             if e.dims() != spec.dims {
                 return Err(Error::invalid(format!(
                     "collection {name:?} holds {}-dimensional vectors; the embedder {} makes {}",
@@ -102,7 +104,13 @@ impl TextCollection {
                 ))
             }
         };
-        super::ensure_any_analyzer(store.as_ref(), CollectionSpec::new(name, dims, metric)).await?;
+        // The model is recorded when its vectors (or their leading dimensions) fill it.
+        let origin = embedder
+            .as_ref()
+            .filter(|e| dims <= e.dims())
+            .map(|e| e.origin().clone());
+        let spec = CollectionSpec::new(name, dims, metric).with_embedding(origin);
+        super::ensure_any_analyzer(store.as_ref(), spec).await?;
         Self::open(store, name, embedder).await
     }
 
@@ -120,7 +128,11 @@ impl TextCollection {
     /// Embeds `texts` in groups the embedder accepts, one group at a time (a caller's bulk
     /// upsert never queues ahead of its own deadline).
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>> {
-        embed_all(self.embedder()?.as_ref(), texts, kind, 1).await
+        let vectors = embed_all(self.embedder()?.as_ref(), texts, kind, 1).await?;
+        Ok(vectors
+            .into_iter()
+            .map(|v| super::fit(&self.spec, v))
+            .collect())
     }
 
     /// Inserts or replaces records. Give `documents` (embedded as passages), `vectors`, or
@@ -211,7 +223,10 @@ impl TextCollection {
     ) -> Result<Vec<TextHit>> {
         let filter = opts.filter.as_ref().map(Filter::from_json).transpose()?;
         let v = if opts.mode.uses_vector() {
-            embed_query(self.embedder()?.as_ref(), text).await?
+            super::fit(
+                &self.spec,
+                embed_query(self.embedder()?.as_ref(), text).await?,
+            )
         } else {
             Vec::new()
         };

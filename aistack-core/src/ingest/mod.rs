@@ -127,6 +127,8 @@ pub struct Ingestor {
     chunking: ChunkConfig,
     epochs: Epochs,
     cache: Cache<SearchKey, Arc<Vec<DocHit>>>,
+    /// Collections' specs, checked against the model, for a few seconds (see `text_spec`).
+    specs: moka::sync::Cache<String, Arc<CollectionSpec>>,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -176,6 +178,10 @@ impl Ingestor {
                 },
                 |_, _| 1,
             ),
+            specs: moka::sync::Cache::builder()
+                .max_capacity(4096)
+                .time_to_live(SPEC_TTL)
+                .build(),
         })
     }
 
@@ -189,11 +195,35 @@ impl Ingestor {
         &self.embedder
     }
 
-    /// Creates the collection (cosine, the model's dimensions, the English analyzer) if it does
-    /// not exist; an existing one of any analyzer is used as it is.
+    /// Creates the collection (cosine, the model's dimensions, the English analyzer, the model
+    /// and prompts recorded) if it does not exist; an existing one of any analyzer is used as it
+    /// is, unless it was embedded by another model or with other prompts (`Conflict`).
     pub async fn ensure_collection(&self, name: &str) -> Result<()> {
-        let spec = CollectionSpec::new(name, self.embedder.dims(), Metric::Cosine);
-        ensure_any_analyzer(self.store.as_ref(), spec).await
+        match self.text_spec(name).await {
+            // Recorded and admitted: whatever its width (Matryoshka) or analyzer.
+            Ok(spec) if spec.embedding.is_some() => return Ok(()),
+            Err(e) if e.kind() != crate::error::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let spec = CollectionSpec::new(name, self.embedder.dims(), Metric::Cosine)
+            .with_embedding(Some(self.embedder.origin().clone()));
+        ensure_any_analyzer(self.store.as_ref(), spec).await?;
+        self.text_spec(name).await.map(drop)
+    }
+
+    /// The collection's spec, checked against this ingestor's model: a `Conflict` when its
+    /// texts were embedded by another model or with other prompts. Kept for [`SPEC_TTL`]
+    /// (dropping the collection through this ingestor forgets it at once).
+    pub async fn text_spec(&self, collection: &str) -> Result<Arc<CollectionSpec>> {
+        if let Some(spec) = self.specs.get(collection) {
+            return Ok(spec);
+        }
+        let spec = Arc::new(self.store.collection(collection).await?.spec);
+        if let Some(origin) = &spec.embedding {
+            origin.admit(collection, self.embedder.origin())?;
+        }
+        self.specs.insert(collection.to_string(), spec.clone());
+        Ok(spec)
     }
 
     fn check(doc: &Document, i: usize) -> Result<()> {
@@ -257,6 +287,7 @@ impl Ingestor {
                 texts.len()
             )));
         }
+        let spec = self.text_spec(collection).await?;
         let vectors = embed_all(
             self.embedder.as_ref(),
             &texts,
@@ -264,6 +295,7 @@ impl Ingestor {
             IN_FLIGHT,
         )
         .await?;
+        let vectors: Vec<Vec<f32>> = vectors.into_iter().map(|v| fit(&spec, v)).collect();
 
         let mut report = IngestReport::default();
         let mut vectors = vectors.into_iter();
@@ -358,7 +390,8 @@ impl Ingestor {
             return Ok(hit);
         }
         let v = if opts.mode.uses_vector() {
-            embed_query(self.embedder.as_ref(), query).await?
+            let spec = self.text_spec(collection).await?;
+            fit(&spec, embed_query(self.embedder.as_ref(), query).await?)
         } else {
             Vec::new()
         };
@@ -403,12 +436,27 @@ impl Ingestor {
     /// Forgets cached searches of `collection` (after it was written or dropped elsewhere).
     pub fn invalidate(&self, collection: &str) {
         self.epochs.bump(collection);
+        self.specs.invalidate(collection);
     }
 
     /// Search cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
+}
+
+/// How long a checked collection spec is reused before it is read again: a collection dropped
+/// and made again by another model through another server is refused within this time.
+pub const SPEC_TTL: Duration = Duration::from_secs(10);
+
+/// A model's vector as a collection keeps it: a collection that records the model and keeps
+/// fewer dimensions than it makes (Matryoshka) gets the leading ones, normalized again.
+pub(crate) fn fit(spec: &CollectionSpec, mut v: Vec<f32>) -> Vec<f32> {
+    if spec.embedding.is_some() && spec.dims < v.len() {
+        v.truncate(spec.dims);
+        crate::embed::normalize(&mut v);
+    }
+    v
 }
 
 /// Ensures a collection like `spec`, accepting an existing one whatever its analyzer (dims and

@@ -163,8 +163,94 @@ use kernels::l2_squared;
 /// without one are found by vector search only).
 pub const TEXT_KEY: &str = "_text";
 
-/// A collection's name, size, metric and text analyzer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Which model made a collection's text vectors, and with which prompts: recorded when a text
+/// front end creates the collection, so that later writes and searches by another model, or
+/// with other prompts, are refused instead of mixing vectors that cannot be compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingOrigin {
+    /// The model's name, for messages (a Hub id or a directory's name).
+    pub model: String,
+    /// The model's output width; the collection may keep fewer (Matryoshka: cut, then normalize).
+    pub model_dims: usize,
+    /// Text prepended to queries (`None`: nothing).
+    #[serde(default)]
+    pub query_prompt: Option<String>,
+    /// Text prepended to documents.
+    #[serde(default)]
+    pub document_prompt: Option<String>,
+    /// The model's identity: the first [`PROBE_DIMS`] values of its normalized embedding of
+    /// [`PROBE_TEXT`]. Two loads of the same weights agree to rounding on any CPU; different
+    /// models (or a fine-tune of one) do not.
+    pub probe: Vec<f32>,
+}
+
+/// The text whose embedding identifies a model ([`EmbeddingOrigin::probe`]).
+pub const PROBE_TEXT: &str = "aistack records which model embedded a collection by this sentence.";
+/// How many leading values of the probe embedding are kept.
+pub const PROBE_DIMS: usize = 32;
+/// Cosine between two probes above which they are the same model.
+const SAME_MODEL_COSINE: f32 = 0.999;
+
+impl EmbeddingOrigin {
+    /// Whether `current` may write to and search a collection recorded with `self`; if not, a
+    /// `Conflict` that says what differs and what to do.
+    pub fn admit(&self, collection: &str, current: &EmbeddingOrigin) -> Result<()> {
+        let cos = probe_cosine(&self.probe, &current.probe);
+        if self.model_dims != current.model_dims || cos < SAME_MODEL_COSINE {
+            return Err(Error::Conflict(format!(
+                "collection {collection:?} was embedded by the model {} ({} dimensions); this server embeds with {} ({} dimensions), whose vectors cannot be compared with them: use that model, or ingest into another collection",
+                self.model, self.model_dims, current.model, current.model_dims
+            )));
+        }
+        let differs = |what: &str, kept: &Option<String>, now: &Option<String>, setting: &str| {
+            if kept == now {
+                return Ok(());
+            }
+            let show = |p: &Option<String>| match p {
+                Some(p) => format!("{p:?}"),
+                None => "none".to_string(),
+            };
+            Err(Error::Conflict(format!(
+                "collection {collection:?} was embedded with the {what} prompt {}; this server's is {}: set embed.{setting} to {} to use it",
+                show(kept),
+                show(now),
+                show(kept)
+            )))
+        };
+        differs(
+            "query",
+            &self.query_prompt,
+            &current.query_prompt,
+            "query_prefix",
+        )?;
+        differs(
+            "document",
+            &self.document_prompt,
+            &current.document_prompt,
+            "passage_prefix",
+        )
+    }
+}
+
+fn probe_cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        return 0.0;
+    }
+    (ab / (aa.sqrt() * bb.sqrt())) as f32
+}
+
+/// A collection's name, size, metric and text analyzer, and the model that embeds its texts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CollectionSpec {
     /// 1 to 64 characters: ASCII letters, digits, `_` and `-`, starting with a letter or digit.
     pub name: String,
@@ -175,6 +261,10 @@ pub struct CollectionSpec {
     /// How the records' text becomes terms for lexical search (English by default).
     #[serde(default)]
     pub analyzer: Analyzer,
+    /// The model and prompts its texts are embedded with, where a text front end created it
+    /// (`None`: vectors only, or a collection made before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingOrigin>,
 }
 
 impl CollectionSpec {
@@ -185,13 +275,29 @@ impl CollectionSpec {
             dims,
             metric,
             analyzer: Analyzer::default(),
+            embedding: None,
         }
+    }
+
+    /// The same spec recording the model and prompts its texts are embedded with.
+    pub fn with_embedding(mut self, origin: Option<EmbeddingOrigin>) -> Self {
+        self.embedding = origin;
+        self
     }
 
     /// The same spec with another analyzer.
     pub fn with_analyzer(mut self, analyzer: Analyzer) -> Self {
         self.analyzer = analyzer;
         self
+    }
+
+    /// Whether `other` describes the same collection shape: name, dims, metric and analyzer
+    /// (the recorded embedding origin is checked by the text front ends, with a tolerance).
+    pub fn same_shape(&self, other: &CollectionSpec) -> bool {
+        self.name == other.name
+            && self.dims == other.dims
+            && self.metric == other.metric
+            && self.analyzer == other.analyzer
     }
 
     /// Checks the name and dimensions.
@@ -202,6 +308,14 @@ impl CollectionSpec {
                 "collection dims must be 1 to 65536, got {}",
                 self.dims
             )));
+        }
+        if let Some(o) = &self.embedding {
+            if self.dims > o.model_dims || o.probe.iter().any(|x| !x.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "collection of {} dims cannot keep the {}-dimensional output of {}",
+                    self.dims, o.model_dims, o.model
+                )));
+            }
         }
         Ok(())
     }
@@ -531,6 +645,79 @@ pub fn sort_hits(hits: &mut [Hit]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn origin(probe: Vec<f32>) -> EmbeddingOrigin {
+        EmbeddingOrigin {
+            model: "e5-small".into(),
+            model_dims: 384,
+            query_prompt: Some("query: ".into()),
+            document_prompt: Some("passage: ".into()),
+            probe,
+        }
+    }
+
+    #[test]
+    fn the_same_model_is_admitted_to_rounding_and_another_is_not() {
+        let kept = origin(numbers(PROBE_DIMS, 7));
+        // Another CPU's kernels: the same values to about 1e-6.
+        let mut again = kept.clone();
+        again.probe.iter_mut().for_each(|x| *x += 1e-6);
+        again.model = "/elsewhere/e5-small".into();
+        kept.admit("docs", &again).unwrap();
+        // Other weights: refused, naming both models and what to do.
+        let flipped = (kept.probe.iter().enumerate())
+            .map(|(i, x)| if i % 2 == 0 { *x } else { -*x })
+            .collect();
+        let mut other = origin(flipped);
+        other.model = "all-MiniLM-L6-v2".into();
+        let e = kept.admit("docs", &other).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Conflict);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("e5-small") && msg.contains("all-MiniLM-L6-v2"),
+            "{msg}"
+        );
+        // Same probe, other width (a probe cannot tell): refused.
+        let mut wider = kept.clone();
+        wider.model_dims = 768;
+        assert!(kept.admit("docs", &wider).is_err());
+        // An empty or mismatched probe is never the same model.
+        assert!(kept.admit("docs", &origin(Vec::new())).is_err());
+    }
+
+    #[test]
+    fn other_prompts_are_refused_naming_the_setting() {
+        let kept = origin(numbers(PROBE_DIMS, 7));
+        let mut bare = kept.clone();
+        bare.query_prompt = None;
+        let msg = kept.admit("docs", &bare).unwrap_err().to_string();
+        assert!(
+            msg.contains("embed.query_prefix") && msg.contains("\"query: \""),
+            "{msg}"
+        );
+        let mut doc = kept.clone();
+        doc.document_prompt = Some("document: ".into());
+        let msg = kept.admit("docs", &doc).unwrap_err().to_string();
+        assert!(msg.contains("embed.passage_prefix"), "{msg}");
+    }
+
+    #[test]
+    fn a_spec_keeps_at_most_the_models_dimensions() {
+        let o = origin(numbers(PROBE_DIMS, 7));
+        let spec = CollectionSpec::new("docs", 256, Metric::Cosine).with_embedding(Some(o.clone()));
+        spec.validate().unwrap();
+        let wide = CollectionSpec::new("docs", 385, Metric::Cosine).with_embedding(Some(o));
+        assert_eq!(
+            wide.validate().unwrap_err().kind(),
+            crate::ErrorKind::InvalidInput
+        );
+        // Specs written before the origin was recorded read back without one.
+        let old: CollectionSpec =
+            serde_json::from_str(r#"{"name":"docs","dims":4,"metric":"cosine"}"#).unwrap();
+        assert_eq!(old.embedding, None);
+        let json = serde_json::to_string(&CollectionSpec::new("docs", 4, Metric::Cosine)).unwrap();
+        assert!(!json.contains("embedding"), "{json}");
+    }
 
     fn numbers(n: usize, seed: u32) -> Vec<f32> {
         (0..n)

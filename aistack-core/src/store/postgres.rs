@@ -421,7 +421,7 @@ impl PgVectorStore {
     async fn coll(&self, name: &str) -> Result<Coll> {
         validate_collection_name(name)?;
         let row = sqlx::query(
-            "SELECT id, dims, metric, analyzer FROM aistack_collections WHERE name = $1",
+            "SELECT id, dims, metric, analyzer, embedding FROM aistack_collections WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -443,7 +443,7 @@ impl PgVectorStore {
             .await
             .map_err(err)?;
         let existing = sqlx::query(
-            "SELECT id, dims, metric, analyzer FROM aistack_collections WHERE name = $1",
+            "SELECT id, dims, metric, analyzer, embedding FROM aistack_collections WHERE name = $1",
         )
         .bind(&spec.name)
         .fetch_optional(&mut *tx)
@@ -451,7 +451,7 @@ impl PgVectorStore {
         .map_err(err)?;
         if let Some(row) = existing {
             let c = coll_from_row(&spec.name, &row)?;
-            if exist_ok && c.spec == *spec {
+            if exist_ok && c.spec.same_shape(spec) {
                 return Ok(());
             }
             return Err(Error::Conflict(format!(
@@ -463,12 +463,13 @@ impl PgVectorStore {
             )));
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO aistack_collections (name, dims, metric, analyzer, lexical_ready) VALUES ($1, $2, $3, $4, true) RETURNING id",
+            "INSERT INTO aistack_collections (name, dims, metric, analyzer, embedding, lexical_ready) VALUES ($1, $2, $3, $4, $5, true) RETURNING id",
         )
         .bind(&spec.name)
         .bind(spec.dims as i32)
         .bind(spec.metric.as_str())
         .bind(spec.analyzer.as_str())
+        .bind(spec.embedding.as_ref().map(sqlx::types::Json))
         .fetch_one(&mut *tx)
         .await
         .map_err(err)?;
@@ -627,6 +628,9 @@ fn coll_from_row(name: &str, row: &sqlx::postgres::PgRow) -> Result<Coll> {
     let dims: i32 = row.get("dims");
     let metric: String = row.get("metric");
     let analyzer: String = row.get("analyzer");
+    // A record another version wrote in a shape this one cannot read is treated as absent.
+    let embedding: Option<sqlx::types::Json<serde_json::Value>> = row.get("embedding");
+    let embedding = embedding.and_then(|j| serde_json::from_value(j.0).ok());
     Ok(Coll {
         table: format!("aistack_vec_{id}"),
         spec: CollectionSpec {
@@ -634,6 +638,7 @@ fn coll_from_row(name: &str, row: &sqlx::postgres::PgRow) -> Result<Coll> {
             dims: dims as usize,
             metric: Metric::parse(&metric)?,
             analyzer: Analyzer::parse(&analyzer)?,
+            embedding,
         },
     })
 }
@@ -706,7 +711,7 @@ impl VectorStore for PgVectorStore {
 
     async fn list_collections(&self) -> Result<Vec<CollectionInfo>> {
         let rows = sqlx::query(
-            "SELECT id, name, dims, metric, analyzer FROM aistack_collections ORDER BY name COLLATE \"C\"",
+            "SELECT id, name, dims, metric, analyzer, embedding FROM aistack_collections ORDER BY name COLLATE \"C\"",
         )
         .fetch_all(&self.pool)
         .await

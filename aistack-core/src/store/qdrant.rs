@@ -62,6 +62,9 @@ const PRESENT_KEY: &str = "aistack_present";
 const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a1f_3c52_8d04_4b7e_9e2a_51c0_d7f3_a9b1);
 /// The name of the dense vector: Qdrant's default (unnamed) vector.
 const DENSE: &str = "";
+/// The collection metadata key holding the model and prompts its texts are embedded with.
+const ORIGIN_KEY: &str = "aistack_embedding";
+
 /// The sparse vector's name is this and the analyzer's name.
 const SPARSE_PREFIX: &str = "aistack_bm25_";
 /// BM25's `k1` (term-frequency saturation), as tantivy and Lucene use.
@@ -523,7 +526,15 @@ impl QdrantStore {
             },
         };
         let Some(info) = info else { return Ok(None) };
-        let Some(params) = info.config.and_then(|c| c.params) else {
+        let Some(config) = info.config else {
+            return Ok(None);
+        };
+        // A record another version wrote in a shape this one cannot read is treated as absent.
+        let embedding = config
+            .metadata
+            .get(ORIGIN_KEY)
+            .and_then(|v| serde_json::from_value(serde_json::Value::from(v.clone())).ok());
+        let Some(params) = config.params else {
             return Ok(None);
         };
         // The analyzer is in the sparse vector's name; without one, lexical search is off.
@@ -545,7 +556,8 @@ impl QdrantStore {
         };
         Ok(Some(Found {
             spec: CollectionSpec::new(name, p.size as usize, metric)
-                .with_analyzer(analyzer.unwrap_or_default()),
+                .with_analyzer(analyzer.unwrap_or_default())
+                .with_embedding(embedding),
             count: info.points_count.unwrap_or(0),
             lexical: analyzer.is_some(),
         }))
@@ -573,16 +585,22 @@ impl QdrantStore {
             ))
         };
         if let Some(Found { spec: existing, .. }) = self.spec_of(&spec.name).await? {
-            return if exist_ok && existing == *spec {
+            return if exist_ok && existing.same_shape(spec) {
                 Ok(())
             } else {
                 Err(conflict(&existing))
             };
         }
+        let mut metadata = std::collections::HashMap::new();
+        if let Some(origin) = &spec.embedding {
+            let json = serde_json::to_value(origin).map_err(|e| Error::internal("origin", e))?;
+            metadata.insert(ORIGIN_KEY.to_string(), json);
+        }
         let created = self
             .client
             .create_collection(
                 CreateCollectionBuilder::new(&spec.name)
+                    .metadata(metadata)
                     .vectors_config(VectorParamsBuilder::new(
                         spec.dims as u64,
                         distance(spec.metric),
@@ -608,7 +626,7 @@ impl QdrantStore {
                 // Another client may have created it meanwhile.
                 let err = q_err(&coll_what(&spec.name), e);
                 match self.spec_of(&spec.name).await?.map(|f| f.spec) {
-                    Some(existing) if exist_ok && existing == *spec => Ok(()),
+                    Some(existing) if exist_ok && existing.same_shape(spec) => Ok(()),
                     Some(existing) => Err(conflict(&existing)),
                     None => Err(err),
                 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use aistack_core::store::{
-    Analyzer, CollectionSpec, Filter, Fusion, Hit, Metric, Record, SearchMode, SearchRequest,
-    VectorStore,
+    Analyzer, CollectionSpec, EmbeddingOrigin, Filter, Fusion, Hit, Metric, Record, SearchMode,
+    SearchRequest, VectorStore,
 };
 use aistack_core::ErrorKind;
 use serde_json::{json, Map, Value};
@@ -627,10 +627,69 @@ pub async fn replace_is_one_write(store: &dyn VectorStore, p: &str) {
     assert_eq!(found, s(&["b#0", "c#0", "d#0"]));
 }
 
+/// A collection keeps the model and prompts it was created with: read back as written, listed
+/// with it, and an `ensure` of the same shape without one (or with another) neither fails nor
+/// overwrites it. A spec that would keep more dimensions than the model makes is refused.
+pub async fn collections_keep_their_embedding_origin(store: &dyn VectorStore, p: &str) {
+    let name = format!("{p}-origin");
+    let _ = store.drop_collection(&name).await;
+    let origin = EmbeddingOrigin {
+        model: "e5-small".into(),
+        model_dims: 8,
+        query_prompt: Some("query: ".into()),
+        document_prompt: Some("passage: ".into()),
+        probe: vec![0.25, -0.5, 0.125, 0.75],
+    };
+    let spec = CollectionSpec::new(&name, 4, Metric::Cosine).with_embedding(Some(origin.clone()));
+    store.create_collection(&spec).await.expect("create");
+    let info = store.collection(&name).await.unwrap();
+    assert_eq!(info.spec.embedding.as_ref(), Some(&origin));
+    assert_eq!(info.spec, spec);
+    let listed = store.list_collections().await.unwrap();
+    let mine = listed.iter().find(|c| c.spec.name == name).expect("listed");
+    assert_eq!(mine.spec.embedding.as_ref(), Some(&origin));
+    // Same shape, no origin, or another one: accepted, and the recorded one stays.
+    store
+        .ensure_collection(&CollectionSpec::new(&name, 4, Metric::Cosine))
+        .await
+        .expect("same shape");
+    let mut other = origin.clone();
+    other.model = "another".into();
+    store
+        .ensure_collection(
+            &CollectionSpec::new(&name, 4, Metric::Cosine).with_embedding(Some(other)),
+        )
+        .await
+        .expect("same shape");
+    let info = store.collection(&name).await.unwrap();
+    assert_eq!(info.spec.embedding.as_ref(), Some(&origin));
+    // A collection without one reads back without one.
+    let plain = fresh(store, &format!("{p}-origin-none"), Metric::Cosine).await;
+    assert_eq!(
+        store.collection(&plain.name).await.unwrap().spec.embedding,
+        None
+    );
+    // More dimensions than the model makes: refused before anything is made.
+    let wide = format!("{p}-origin-wide");
+    let _ = store.drop_collection(&wide).await;
+    let too_many = CollectionSpec::new(&wide, 16, Metric::Cosine).with_embedding(Some(origin));
+    assert_eq!(
+        store.create_collection(&too_many).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        store.collection(&wide).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    store.drop_collection(&name).await.unwrap();
+    store.drop_collection(&plain.name).await.unwrap();
+}
+
 /// Runs every check against `store` (sequentially), for a backend's single test.
 pub async fn run_all(store: Arc<dyn VectorStore>, p: &str) {
     let s = &*store;
     collections_lifecycle(s, p).await;
+    collections_keep_their_embedding_origin(s, p).await;
     unknown_collection_is_not_found(s, p).await;
     upsert_is_idempotent_and_get_keeps_order(s, p).await;
     bad_vectors_are_refused_and_nothing_is_written(s, p).await;

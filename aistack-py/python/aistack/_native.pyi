@@ -132,6 +132,11 @@ class Collection:
     def dim(self) -> int: ...
     @property
     def metric(self) -> str: ...
+    @property
+    def embedding_model(self) -> str | None:
+        """The model whose vectors fill the collection, where recorded; texts from another
+        model, or with other prompts, raise aistack.Conflict."""
+        ...
     def upsert(
         self,
         ids: Sequence[str],

@@ -18,7 +18,7 @@ use crate::serve::state::AppState;
 use crate::serve::types::collections::{
     CollectionList, CollectionView, Deleted, IngestRequest, IngestResult, SearchBody, SearchResult,
 };
-use crate::serve::types::openai::{Embedding, EmbeddingsRequest};
+use crate::serve::types::openai::{Embedding, EmbeddingsExtension, EmbeddingsRequest};
 use crate::serve::types::Inputs;
 
 /// `search`: a collection and the body of `POST /v1/collections/{name}/search`.
@@ -72,6 +72,12 @@ pub struct EmbedArgs {
     /// The texts, embedded in order.
     #[schema(min_items = 1)]
     pub texts: Vec<String>,
+    /// One of the model's prompts by name (`query`, `document`, ...: see `GET /v1/models`);
+    /// without it the model's default prompt, if it has one.
+    pub prompt_name: Option<String>,
+    /// Keep the first this many dimensions, normalized again (Matryoshka models).
+    #[schema(minimum = 1)]
+    pub dimensions: Option<u64>,
 }
 
 /// What `embed` returns.
@@ -283,9 +289,11 @@ pub async fn call(
                 input: Inputs::Many(a.texts),
                 model: None,
                 encoding_format: None,
-                dimensions: None,
+                dimensions: a.dimensions,
                 user: None,
-                aistack: None,
+                aistack: a.prompt_name.map(|p| EmbeddingsExtension {
+                    prompt_name: Some(p),
+                }),
             };
             let r = openai::embeddings(State(app.clone()), ApiJson(req))
                 .await?
@@ -386,7 +394,7 @@ mod tests {
         assert_eq!(args("delete_document"), ["collection", "id"]);
         assert_eq!(args("describe_collection"), ["collection"]);
         assert!(args("list_collections").is_empty());
-        assert_eq!(args("embed"), ["texts"]);
+        assert_eq!(args("embed"), ["dimensions", "prompt_name", "texts"]);
         // A document's fields come from the HTTP type, inlined.
         let add = CATALOG.iter().find(|t| t.name == "add_documents").unwrap();
         let doc = &add.input_schema["properties"]["documents"]["items"];

@@ -11,12 +11,14 @@
 //! - [`post_norm`]: the post-norm encoder wiring all of the above use;
 //! - [`modernbert`]: ModernBERT (`modernbert`; rotary, GeGLU, global and local attention);
 //! - [`qwen3`]: Qwen3 (`qwen3`; a causal decoder, RMS norms, grouped-query attention, SwiGLU);
-//! - [`pre_norm`]: the pre-norm wiring those two share.
+//! - [`nomic_bert`]: NomicBERT (`nomic_bert`; post-norm, rotary, SwiGLU, no biases);
+//! - [`pre_norm`]: the rotary wiring those three share (norms before or after each block).
 
 pub(crate) mod bert;
 pub(crate) mod distilbert;
 pub(crate) mod modernbert;
 pub(crate) mod mpnet;
+pub(crate) mod nomic_bert;
 pub(crate) mod post_norm;
 pub(crate) mod pre_norm;
 pub(crate) mod qwen3;
@@ -42,6 +44,7 @@ pub const SUPPORTED: &[&str] = &[
     "mpnet",
     "modernbert",
     "qwen3",
+    "nomic_bert",
 ];
 
 /// A loaded transformer: turns packed token sequences into their final token states.
@@ -72,6 +75,8 @@ pub(crate) enum ArchConfig {
     ModernBert(modernbert::ModernBertConfig),
     /// `qwen3`.
     Qwen3(qwen3::Qwen3Config),
+    /// `nomic_bert`.
+    NomicBert(nomic_bert::NomicBertConfig),
 }
 
 #[derive(serde::Deserialize)]
@@ -99,6 +104,7 @@ impl ArchConfig {
             "mpnet" => Ok(Self::MpNet(read_json(path)?)),
             "modernbert" => Ok(Self::ModernBert(read_json(path)?)),
             "qwen3" => Ok(Self::Qwen3(read_json(path)?)),
+            "nomic-bert" => Ok(Self::NomicBert(read_json(path)?)),
             other => Err(Error::model(
                 format!(
                     "{}: model_type '{other}' is not supported (supported: {})",
@@ -119,6 +125,7 @@ impl ArchConfig {
             Self::MpNet(_) => "mpnet",
             Self::ModernBert(_) => "modernbert",
             Self::Qwen3(_) => "qwen3",
+            Self::NomicBert(_) => "nomic_bert",
         }
     }
 
@@ -131,6 +138,7 @@ impl ArchConfig {
             Self::MpNet(c) => c.max_positions(),
             Self::ModernBert(c) => c.max_position_embeddings,
             Self::Qwen3(c) => c.max_position_embeddings,
+            Self::NomicBert(c) => c.n_positions,
         }
     }
 
@@ -143,6 +151,7 @@ impl ArchConfig {
             Self::MpNet(c) => c.common.vocab_size,
             Self::ModernBert(c) => c.vocab_size,
             Self::Qwen3(c) => c.vocab_size,
+            Self::NomicBert(c) => c.vocab_size,
         }
     }
 
@@ -155,6 +164,7 @@ impl ArchConfig {
             Self::MpNet(c) => Box::new(mpnet::load(vb, c)?),
             Self::ModernBert(c) => Box::new(modernbert::load(vb, c)?),
             Self::Qwen3(c) => Box::new(qwen3::load(vb, c)?),
+            Self::NomicBert(c) => Box::new(nomic_bert::load(vb, c)?),
         })
     }
 }

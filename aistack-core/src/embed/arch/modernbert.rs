@@ -5,7 +5,7 @@
 
 use candle_nn::VarBuilder;
 
-use super::pre_norm::{Encoder, GluAct, Layer, Linear, Norm, Shape};
+use super::pre_norm::{Encoder, GluAct, Layer, Linear, Norm, Placement, Shape};
 use super::{tensor, unprefixed};
 use crate::embed::kernels::attention::Mask;
 
@@ -141,6 +141,7 @@ pub(crate) fn load(vb: VarBuilder, c: &ModernBertConfig) -> candle_core::Result<
             vocab: c.vocab_size,
             max_positions: c.max_position_embeddings,
             act: c.act()?,
+            placement: Placement::Pre,
         },
         tensor(
             &vb.pp("embeddings"),
@@ -149,7 +150,7 @@ pub(crate) fn load(vb: VarBuilder, c: &ModernBertConfig) -> candle_core::Result<
         )?,
         Some(Norm::layer(&vb.pp("embeddings.norm"), h, eps)?),
         layers,
-        Norm::layer(&vb.pp("final_norm"), h, eps)?,
+        Some(Norm::layer(&vb.pp("final_norm"), h, eps)?),
         &[global, local],
     )
 }

@@ -1,6 +1,8 @@
-//! The pre-norm transformer that ModernBERT and Qwen3 share: per layer
-//! `x = x + attention(norm(x))` and `x = x + mlp(norm(x))`, a final norm, rotary positions, a
-//! gated MLP (`act(a) · b`), and per layer an attention mask (full, causal or a window).
+//! The rotary transformer that ModernBERT, Qwen3 and NomicBERT share: rotary positions, a gated
+//! MLP (`act(a) · b`), per layer an attention mask (full, causal or a window), and norms either
+//! before each block (`x = x + attention(norm(x))`, `x = x + mlp(norm(x))`, then a final norm:
+//! ModernBERT, Qwen3) or after it (`x = norm(x + attention(x))`, `x = norm(x + mlp(x))`:
+//! NomicBERT), as [`Placement`] says.
 //!
 //! It runs packed sequences on the shared kernels exactly as the post-norm encoder does (see
 //! [`super::post_norm`]): no padding, fused projections in panels, a group of sequences per core.
@@ -125,7 +127,16 @@ pub(crate) struct Layer {
     pub rotary: usize,
 }
 
-/// The shape of a pre-norm encoder.
+/// Where a layer's norms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Before each block, on its input; the residual stream is normalized at the end only.
+    Pre,
+    /// After each block's residual sum (BERT's wiring); every layer needs `attn_norm`.
+    Post,
+}
+
+/// The shape of a rotary encoder.
 pub(crate) struct Shape {
     pub hidden: usize,
     pub heads: usize,
@@ -135,15 +146,16 @@ pub(crate) struct Shape {
     pub vocab: usize,
     pub max_positions: usize,
     pub act: GluAct,
+    pub placement: Placement,
 }
 
-/// A loaded pre-norm encoder.
+/// A loaded rotary encoder.
 pub(crate) struct Encoder {
     shape: Shape,
     word: Vec<f32>,
     embed_norm: Option<Norm>,
     layers: Vec<Layer>,
-    final_norm: Norm,
+    final_norm: Option<Norm>,
     rotaries: Vec<Rotary>,
     scratch: super::Scratch<Buffers>,
 }
@@ -187,7 +199,7 @@ impl Encoder {
         word: Vec<f32>,
         embed_norm: Option<Norm>,
         layers: Vec<Layer>,
-        final_norm: Norm,
+        final_norm: Option<Norm>,
         thetas: &[f64],
     ) -> candle_core::Result<Self> {
         let s = &shape;
@@ -205,6 +217,9 @@ impl Encoder {
         }
         if word.len() != s.vocab * s.hidden {
             candle_core::bail!("the token embeddings are not vocab × hidden");
+        }
+        if s.placement == Placement::Post && layers.iter().any(|l| l.attn_norm.is_none()) {
+            candle_core::bail!("a post-norm layer needs its attention norm");
         }
         if layers.iter().any(|l| l.rotary >= thetas.len()) {
             candle_core::bail!("a layer names a rotary base that does not exist");
@@ -260,14 +275,15 @@ impl Encoder {
 
         let scale = 1.0 / (d as f32).sqrt();
         let half = d / 2;
+        let pre = sh.placement == Placement::Pre;
         for layer in &self.layers {
             let input: &[f32] = match &layer.attn_norm {
-                Some(n) => {
+                Some(n) if pre => {
                     normed.copy_from_slice(x);
                     n.apply(normed);
                     &*normed
                 }
-                None => &*x,
+                _ => &*x,
             };
             linear(input, &layer.qkv.w, &layer.qkv.b, qkv, t, par);
             for r in qkv.chunks_exact_mut(row) {
@@ -319,10 +335,18 @@ impl Encoder {
             }
             linear(ctx, &layer.out.w, &layer.out.b, tmp, t, par);
             x.iter_mut().zip(tmp.iter()).for_each(|(a, b)| *a += b);
+            if let (false, Some(n)) = (pre, &layer.attn_norm) {
+                n.apply(x);
+            }
 
-            normed.copy_from_slice(x);
-            layer.mlp_norm.apply(normed);
-            linear(normed, &layer.up.w, &layer.up.b, up, t, par);
+            let input: &[f32] = if pre {
+                normed.copy_from_slice(x);
+                layer.mlp_norm.apply(normed);
+                &*normed
+            } else {
+                &*x
+            };
+            linear(input, &layer.up.w, &layer.up.b, up, t, par);
             for (u, o) in up.chunks_exact_mut(2 * i).zip(inter.chunks_exact_mut(i)) {
                 let (a, b) = u.split_at_mut(i);
                 match sh.act {
@@ -336,8 +360,13 @@ impl Encoder {
             }
             linear(inter, &layer.down.w, &layer.down.b, tmp, t, par);
             x.iter_mut().zip(tmp.iter()).for_each(|(a, b)| *a += b);
+            if !pre {
+                layer.mlp_norm.apply(x);
+            }
         }
-        self.final_norm.apply(x);
+        if let Some(n) = &self.final_norm {
+            n.apply(x);
+        }
 
         let mut start = 0;
         for (n, seq) in seqs.iter().enumerate() {

@@ -5,7 +5,7 @@
 
 use candle_nn::VarBuilder;
 
-use super::pre_norm::{Encoder, GluAct, Layer, Linear, Norm, Shape};
+use super::pre_norm::{Encoder, GluAct, Layer, Linear, Norm, Placement, Shape};
 use super::{tensor, unprefixed};
 use crate::embed::kernels::attention::Mask;
 
@@ -132,11 +132,12 @@ pub(crate) fn load(vb: VarBuilder, c: &Qwen3Config) -> candle_core::Result<Encod
             vocab: c.vocab_size,
             max_positions: c.max_position_embeddings,
             act: GluAct::Silu,
+            placement: Placement::Pre,
         },
         tensor(&vb, (c.vocab_size, h), "embed_tokens.weight")?,
         None,
         layers,
-        Norm::rms(&vb.pp("norm"), h, eps)?,
+        Some(Norm::rms(&vb.pp("norm"), h, eps)?),
         &[c.theta()],
     )
 }

@@ -112,7 +112,7 @@ impl Inner {
         spec.validate()?;
         let mut map = self.collections.write();
         if let Some(existing) = map.get(&spec.name) {
-            if exist_ok && existing.spec == *spec {
+            if exist_ok && existing.spec.same_shape(spec) {
                 return Ok(());
             }
             return Err(Error::Conflict(format!(

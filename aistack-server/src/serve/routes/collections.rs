@@ -38,13 +38,32 @@ pub async fn create_collection(
     State(app): State<Arc<AppState>>,
     ApiJson(req): ApiJson<CreateCollection>,
 ) -> ApiResult<Response> {
-    let dims = match req.dims {
-        Some(d) => d,
-        None => app.embedder().await?.info().dims,
-    };
     let metric = Metric::parse(req.metric.as_deref().unwrap_or("cosine"))?;
     let analyzer = Analyzer::parse(req.analyzer.as_deref().unwrap_or("english"))?;
-    let spec = CollectionSpec::new(req.name, dims, metric).with_analyzer(analyzer);
+    let spec = match (req.dims, req.dimensions) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give `dims` (vectors of any model) or `dimensions` (the served model's, cut), not both",
+            ))
+        }
+        (Some(dims), None) => CollectionSpec::new(req.name, dims, metric),
+        (None, cut) => {
+            let embedder = app.embedder().await?;
+            let origin = aistack_core::embed::Embedder::origin(embedder.as_ref()).clone();
+            let dims = match cut {
+                Some(d) if d == 0 || d > origin.model_dims => {
+                    return Err(ApiError::invalid(format!(
+                        "dimensions must be between 1 and the model's {}, got {d}",
+                        origin.model_dims
+                    )))
+                }
+                Some(d) => d,
+                None => origin.model_dims,
+            };
+            CollectionSpec::new(req.name, dims, metric).with_embedding(Some(origin))
+        }
+    };
+    let spec = spec.with_analyzer(analyzer);
     app.store.create_collection(&spec).await?;
     let info = app.store.collection(&spec.name).await?;
     Ok((StatusCode::CREATED, Json(CollectionView::from(info))).into_response())

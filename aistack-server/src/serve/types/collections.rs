@@ -13,9 +13,15 @@ pub struct CreateCollection {
     /// 1 to 64 ASCII letters, digits, `_` or `-`, starting with a letter or digit.
     #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     pub name: String,
-    /// Vector dimensions; defaults to the model's.
+    /// Vector dimensions of a collection for vectors only, of any model: nothing is recorded
+    /// about the model. Without `dims`, the collection takes the served model's vectors and
+    /// records the model and its prompts: texts are then refused by any other model.
     #[schema(minimum = 1, maximum = 65536)]
     pub dims: Option<usize>,
+    /// Keep only the first `dimensions` of the served model's vectors, normalized again
+    /// (Matryoshka models); the model is recorded as without `dims`. Not with `dims`.
+    #[schema(minimum = 1)]
+    pub dimensions: Option<usize>,
     /// `cosine` (default), `dot` or `l2`.
     #[schema(pattern = "^(cosine|dot|l2)$")]
     pub metric: Option<String>,
@@ -38,6 +44,23 @@ pub struct CollectionView {
     pub analyzer: String,
     /// Records (chunks) held.
     pub count: u64,
+    /// The model and prompts its texts are embedded with, where recorded; texts from another
+    /// model, or with other prompts, are refused with 409.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingView>,
+}
+
+/// The model a collection's texts are embedded with.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingView {
+    /// The model's name.
+    pub model: String,
+    /// The model's output width (the collection's `dims` may keep fewer).
+    pub model_dims: usize,
+    /// Text prepended to queries, if any.
+    pub query_prompt: Option<String>,
+    /// Text prepended to documents, if any.
+    pub document_prompt: Option<String>,
 }
 
 impl From<CollectionInfo> for CollectionView {
@@ -48,6 +71,12 @@ impl From<CollectionInfo> for CollectionView {
             metric: c.spec.metric.as_str().to_string(),
             analyzer: c.spec.analyzer.as_str().to_string(),
             count: c.count,
+            embedding: c.spec.embedding.map(|o| EmbeddingView {
+                model: o.model,
+                model_dims: o.model_dims,
+                query_prompt: o.query_prompt,
+                document_prompt: o.document_prompt,
+            }),
         }
     }
 }
