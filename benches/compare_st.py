@@ -4,7 +4,12 @@ sentence-transformers (PyTorch) on the same number of threads, and prints both r
 ratio. Needs `pip install sentence-transformers` (torch; not in CI).
 
 Usage: python3 benches/compare_st.py [--model minilm|mpnet|DIR] [--threads N] [--batch-one N]
-                                     [--repeat R]
+                                     [--repeat R] [--backend torch|onnx]
+
+`--backend onnx` runs sentence-transformers on ONNX Runtime (fp32) instead of PyTorch: it needs
+`sentence-transformers[onnx]`, whose optimum pins transformers < 4.58 (a venv of its own with
+sentence-transformers 5.1.2, transformers 4.57.6, optimum-onnx[onnxruntime] 0.1.0). The model is
+exported once, untimed, into a temporary folder; its cold start is then loading that export.
 
 The model is all-MiniLM-L6-v2 (default), all-mpnet-base-v2 (`scripts/ensure-model mpnet`), or
 any sentence-transformers directory, e.g. the random base-size models of
@@ -27,6 +32,7 @@ def main():
     ap.add_argument("--batch-one", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each; the best is kept")
     ap.add_argument("--model", default="minilm", help="minilm, mpnet, or a model directory")
+    ap.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     args = ap.parse_args()
 
     if args.model in ("minilm", "mpnet"):
@@ -47,12 +53,21 @@ def main():
         )
         ours.append(json.loads(out.strip().splitlines()[-1]))
 
+    name = Path(model_dir).name
+    if args.backend == "onnx":
+        import tempfile
+
+        from sentence_transformers import SentenceTransformer
+
+        exported = tempfile.mkdtemp(prefix="st-onnx-")
+        SentenceTransformer(model_dir, device="cpu", backend="onnx").save(exported)
+        model_dir = exported
     started = time.perf_counter()
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(args.threads)
-    model = SentenceTransformer(model_dir, device="cpu")
+    model = SentenceTransformer(model_dir, device="cpu", backend=args.backend)
     model.encode(["warm up"], normalize_embeddings=True)
     st_cold_start_ms = (time.perf_counter() - started) * 1e3
     theirs = []
@@ -69,11 +84,12 @@ def main():
 
     best = lambda runs, k: max(r[k] for r in runs)
     report = {
-        "model": Path(model_dir).name,
+        "model": name,
         "max_seq_length": model.max_seq_length,
         "threads": args.threads,
         "sentences": len(sentences),
         "torch": torch.__version__,
+        "backend": args.backend,
         "aistack": {k: round(best(ours, k), 1) for k in ("batch32_per_s", "batch1_per_s")},
         "sentence_transformers": {k: round(best(theirs, k), 1) for k in ("batch32_per_s", "batch1_per_s")},
         "aistack_cold_start_ms": round(min(r["cold_start_ms"] for r in ours), 1),

@@ -12,10 +12,12 @@
 //! - [`modernbert`]: ModernBERT (`modernbert`; rotary, GeGLU, global and local attention);
 //! - [`qwen3`]: Qwen3 (`qwen3`; a causal decoder, RMS norms, grouped-query attention, SwiGLU);
 //! - [`nomic_bert`]: NomicBERT (`nomic_bert`; post-norm, rotary, SwiGLU, no biases);
-//! - [`pre_norm`]: the rotary wiring those three share (norms before or after each block).
+//! - [`gte`]: GTE (`new`; post-norm, NTK-scaled rotary, GeGLU);
+//! - [`pre_norm`]: the rotary wiring those four share (norms before or after each block).
 
 pub(crate) mod bert;
 pub(crate) mod distilbert;
+pub(crate) mod gte;
 pub(crate) mod modernbert;
 pub(crate) mod mpnet;
 pub(crate) mod nomic_bert;
@@ -45,6 +47,7 @@ pub const SUPPORTED: &[&str] = &[
     "modernbert",
     "qwen3",
     "nomic_bert",
+    "new",
 ];
 
 /// A loaded transformer: turns packed token sequences into their final token states.
@@ -77,6 +80,8 @@ pub(crate) enum ArchConfig {
     Qwen3(qwen3::Qwen3Config),
     /// `nomic_bert`.
     NomicBert(nomic_bert::NomicBertConfig),
+    /// `new` (GTE).
+    Gte(gte::GteConfig),
 }
 
 #[derive(serde::Deserialize)]
@@ -105,6 +110,7 @@ impl ArchConfig {
             "modernbert" => Ok(Self::ModernBert(read_json(path)?)),
             "qwen3" => Ok(Self::Qwen3(read_json(path)?)),
             "nomic-bert" => Ok(Self::NomicBert(read_json(path)?)),
+            "new" => Ok(Self::Gte(read_json(path)?)),
             other => Err(Error::model(
                 format!(
                     "{}: model_type '{other}' is not supported (supported: {})",
@@ -126,6 +132,7 @@ impl ArchConfig {
             Self::ModernBert(_) => "modernbert",
             Self::Qwen3(_) => "qwen3",
             Self::NomicBert(_) => "nomic_bert",
+            Self::Gte(_) => "new",
         }
     }
 
@@ -139,6 +146,7 @@ impl ArchConfig {
             Self::ModernBert(c) => c.max_position_embeddings,
             Self::Qwen3(c) => c.max_position_embeddings,
             Self::NomicBert(c) => c.n_positions,
+            Self::Gte(c) => c.max_position_embeddings,
         }
     }
 
@@ -152,6 +160,7 @@ impl ArchConfig {
             Self::ModernBert(c) => c.vocab_size,
             Self::Qwen3(c) => c.vocab_size,
             Self::NomicBert(c) => c.vocab_size,
+            Self::Gte(c) => c.vocab_size,
         }
     }
 
@@ -165,6 +174,7 @@ impl ArchConfig {
             Self::ModernBert(c) => Box::new(modernbert::load(vb, c)?),
             Self::Qwen3(c) => Box::new(qwen3::load(vb, c)?),
             Self::NomicBert(c) => Box::new(nomic_bert::load(vb, c)?),
+            Self::Gte(c) => Box::new(gte::load(vb, c)?),
         })
     }
 }

@@ -5,7 +5,7 @@
 
 use candle_nn::VarBuilder;
 
-use super::pre_norm::{Encoder, GluAct, Layer, Linear, Norm, Placement, Shape};
+use super::pre_norm::{Encoder, GluAct, Layer, Linear, Norm, Placement, Rotary, Shape};
 use super::{tensor, unprefixed};
 use crate::embed::kernels::attention::Mask;
 
@@ -101,9 +101,14 @@ impl ModernBertConfig {
 pub(crate) fn load(vb: VarBuilder, c: &ModernBertConfig) -> candle_core::Result<Encoder> {
     let vb = unprefixed(vb, "embeddings.tok_embeddings.weight", &["model"]);
     let (h, i, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
-    if heads == 0 || !h.is_multiple_of(heads) {
-        candle_core::bail!("hidden_size {h} is not a multiple of num_attention_heads {heads}");
-    }
+    let shape = Shape::multi_head(
+        h,
+        heads,
+        i,
+        (c.vocab_size, c.max_position_embeddings),
+        c.act()?,
+        Placement::Pre,
+    )?;
     let eps = c.norm_eps;
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for n in 0..c.num_hidden_layers {
@@ -132,17 +137,7 @@ pub(crate) fn load(vb: VarBuilder, c: &ModernBertConfig) -> candle_core::Result<
     }
     let (global, local) = c.thetas();
     Encoder::new(
-        Shape {
-            hidden: h,
-            heads,
-            kv_heads: heads,
-            head_dim: h / heads,
-            intermediate: i,
-            vocab: c.vocab_size,
-            max_positions: c.max_position_embeddings,
-            act: c.act()?,
-            placement: Placement::Pre,
-        },
+        shape,
         tensor(
             &vb.pp("embeddings"),
             (c.vocab_size, h),
@@ -151,6 +146,9 @@ pub(crate) fn load(vb: VarBuilder, c: &ModernBertConfig) -> candle_core::Result<
         Some(Norm::layer(&vb.pp("embeddings.norm"), h, eps)?),
         layers,
         Some(Norm::layer(&vb.pp("final_norm"), h, eps)?),
-        &[global, local],
+        vec![
+            Rotary::new(h / heads, global),
+            Rotary::new(h / heads, local),
+        ],
     )
 }

@@ -5,8 +5,10 @@
 
 use candle_nn::VarBuilder;
 
-use super::pre_norm::{Encoder, GluAct, Layer, Linear, Norm, Placement, Shape};
-use super::{tensor, unprefixed};
+use super::pre_norm::{
+    bert_tokens, Encoder, GluAct, Layer, Linear, Norm, Placement, Rotary, Shape,
+};
+use super::unprefixed;
 use crate::embed::kernels::attention::Mask;
 
 /// The fields of a NomicBERT `config.json` that the encoder reads (GPT-2 style names).
@@ -99,11 +101,15 @@ impl NomicBertConfig {
 pub(crate) fn load(vb: VarBuilder, c: &NomicBertConfig) -> candle_core::Result<Encoder> {
     let act = c.check()?;
     let vb = unprefixed(vb, "embeddings.word_embeddings.weight", &["bert"]);
-    let (h, heads) = (c.n_embd, c.n_head);
-    if heads == 0 || !h.is_multiple_of(heads) {
-        candle_core::bail!("n_embd {h} is not a multiple of n_head {heads}");
-    }
-    let (i, eps) = (c.intermediate(), c.layer_norm_epsilon);
+    let (h, heads, i, eps) = (c.n_embd, c.n_head, c.intermediate(), c.layer_norm_epsilon);
+    let shape = Shape::multi_head(
+        h,
+        heads,
+        i,
+        (c.vocab_size, c.n_positions),
+        act,
+        Placement::Post,
+    )?;
     let mut layers = Vec::with_capacity(c.n_layer);
     for n in 0..c.n_layer {
         let l = vb.pp(format!("encoder.layers.{n}"));
@@ -121,31 +127,12 @@ pub(crate) fn load(vb: VarBuilder, c: &NomicBertConfig) -> candle_core::Result<E
             rotary: 0,
         });
     }
-    // Every token has type 0: its row is folded into the token embeddings once.
-    let emb = vb.pp("embeddings");
-    let mut word = tensor(&emb, (c.vocab_size, h), "word_embeddings.weight")?;
-    if c.type_vocab_size > 0 {
-        let types = tensor(&emb, (c.type_vocab_size, h), "token_type_embeddings.weight")?;
-        for row in word.chunks_exact_mut(h) {
-            row.iter_mut().zip(&types[..h]).for_each(|(w, t)| *w += t);
-        }
-    }
     Encoder::new(
-        Shape {
-            hidden: h,
-            heads,
-            kv_heads: heads,
-            head_dim: h / heads,
-            intermediate: i,
-            vocab: c.vocab_size,
-            max_positions: c.n_positions,
-            act,
-            placement: Placement::Post,
-        },
-        word,
+        shape,
+        bert_tokens(&vb.pp("embeddings"), c.vocab_size, h, c.type_vocab_size)?,
         Some(Norm::layer(&vb.pp("emb_ln"), h, eps)?),
         layers,
         None,
-        &[c.rotary_emb_base],
+        vec![Rotary::new(h / heads, c.rotary_emb_base)],
     )
 }

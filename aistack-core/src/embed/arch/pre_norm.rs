@@ -13,7 +13,7 @@ use gemm::Parallelism;
 use super::{tensor, Network};
 use crate::embed::kernels::attention::{attention_head, Head, Mask};
 use crate::embed::kernels::linear::{linear, Panels};
-use crate::embed::kernels::rotary::Rotary;
+pub(crate) use crate::embed::kernels::rotary::Rotary;
 use crate::embed::kernels::{simd, take};
 
 /// A norm: layer norm (with or without a bias) or RMS norm.
@@ -91,6 +91,14 @@ impl Linear {
         })
     }
 
+    /// A layer from its weights (`[out, in]`, row-major) and bias (`None`: zeros).
+    pub(crate) fn from_parts(w: &[f32], b: Option<Vec<f32>>, out: usize, input: usize) -> Self {
+        Self {
+            w: Panels::new(w, out, input),
+            b: b.unwrap_or_else(|| vec![0.0; out]),
+        }
+    }
+
     /// One layer: `weight` (`[out, in]`) and its `bias` if present.
     pub(crate) fn load(vb: VarBuilder, out: usize, input: usize) -> candle_core::Result<Self> {
         Self::stacked(&[(vb, out)], input)
@@ -149,6 +157,55 @@ pub(crate) struct Shape {
     pub placement: Placement,
 }
 
+impl Shape {
+    /// Full multi-head attention (as many key/value heads as query heads, each
+    /// `hidden / heads` wide); an error if `hidden` does not split so.
+    pub(crate) fn multi_head(
+        hidden: usize,
+        heads: usize,
+        intermediate: usize,
+        (vocab, max_positions): (usize, usize),
+        act: GluAct,
+        placement: Placement,
+    ) -> candle_core::Result<Self> {
+        if heads == 0 || !hidden.is_multiple_of(heads) {
+            candle_core::bail!("hidden size {hidden} is not a multiple of {heads} attention heads");
+        }
+        Ok(Self {
+            hidden,
+            heads,
+            kv_heads: heads,
+            head_dim: hidden / heads,
+            intermediate,
+            vocab,
+            max_positions,
+            act,
+            placement,
+        })
+    }
+}
+
+/// BERT-style token embeddings for the rotary wiring: `word_embeddings.weight` under `emb`,
+/// with the row of token type 0 (where the model has `types` > 0) folded into every token once,
+/// as every token has type 0.
+pub(crate) fn bert_tokens(
+    emb: &VarBuilder,
+    vocab: usize,
+    hidden: usize,
+    types: usize,
+) -> candle_core::Result<Vec<f32>> {
+    let mut word = tensor(emb, (vocab, hidden), "word_embeddings.weight")?;
+    if types > 0 {
+        let table = tensor(emb, (types, hidden), "token_type_embeddings.weight")?;
+        for row in word.chunks_exact_mut(hidden) {
+            row.iter_mut()
+                .zip(&table[..hidden])
+                .for_each(|(w, t)| *w += t);
+        }
+    }
+    Ok(word)
+}
+
 /// A loaded rotary encoder.
 pub(crate) struct Encoder {
     shape: Shape,
@@ -193,14 +250,14 @@ impl super::ScratchSet for Buffers {
 
 impl Encoder {
     /// An encoder of `shape` from its token embeddings (`vocab × hidden`), layers and norms;
-    /// `thetas` are the rotary bases the layers index.
+    /// `rotaries` are the position rotations (one per base) the layers index.
     pub(crate) fn new(
         shape: Shape,
         word: Vec<f32>,
         embed_norm: Option<Norm>,
         layers: Vec<Layer>,
         final_norm: Option<Norm>,
-        thetas: &[f64],
+        rotaries: Vec<Rotary>,
     ) -> candle_core::Result<Self> {
         let s = &shape;
         if s.heads == 0
@@ -221,10 +278,9 @@ impl Encoder {
         if s.placement == Placement::Post && layers.iter().any(|l| l.attn_norm.is_none()) {
             candle_core::bail!("a post-norm layer needs its attention norm");
         }
-        if layers.iter().any(|l| l.rotary >= thetas.len()) {
+        if layers.iter().any(|l| l.rotary >= rotaries.len()) {
             candle_core::bail!("a layer names a rotary base that does not exist");
         }
-        let rotaries = thetas.iter().map(|&t| Rotary::new(s.head_dim, t)).collect();
         Ok(Self {
             shape,
             word,

@@ -5,7 +5,7 @@
 
 use candle_nn::VarBuilder;
 
-use super::pre_norm::{Encoder, GluAct, Layer, Linear, Norm, Placement, Shape};
+use super::pre_norm::{Encoder, GluAct, Layer, Linear, Norm, Placement, Rotary, Shape};
 use super::{tensor, unprefixed};
 use crate::embed::kernels::attention::Mask;
 
@@ -138,6 +138,6 @@ pub(crate) fn load(vb: VarBuilder, c: &Qwen3Config) -> candle_core::Result<Encod
         None,
         layers,
         Some(Norm::rms(&vb.pp("norm"), h, eps)?),
-        &[c.theta()],
+        vec![Rotary::new(d, c.theta())],
     )
 }

@@ -17,6 +17,17 @@ impl Rotary {
         Self { inv_freq }
     }
 
+    /// gte's static NTK scaling (`rope_scaling: {type: ntk, factor}`): the base multiplied by
+    /// `factor`, then every frequency divided by `factor^(2/d)`, as its modeling code does once
+    /// its cache outgrows the trained positions (at load, since it is built for `factor` times
+    /// as many).
+    pub(crate) fn ntk(d: usize, theta: f64, factor: f64) -> Self {
+        let mut r = Self::new(d, theta * factor);
+        let shrink = factor.powf(2.0 / d as f64) as f32;
+        r.inv_freq.iter_mut().for_each(|f| *f /= shrink);
+        r
+    }
+
     /// `cos` and `sin` for positions `0..len`: `len × d/2` each.
     pub(crate) fn table(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();
