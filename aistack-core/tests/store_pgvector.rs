@@ -132,3 +132,45 @@ async fn an_existing_collection_is_upgraded_for_lexical_search() {
         .await
         .unwrap();
 }
+
+/// A database a newer aistack has migrated further (a migration this version does not know)
+/// still opens: migrations only add, so an older and a newer server can share it during a
+/// rolling upgrade. Runs in a database of its own.
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_server_still_opens() {
+    let admin = store().await;
+    let db = format!("aistack_newer_{}", std::process::id());
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(admin.pool())
+        .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let dsn = aistack_testing::pg_dsn();
+    let dsn = format!("{}/{db}", &dsn[..dsn.rfind('/').unwrap()]);
+    {
+        let first = PgVectorStore::connect(PgConfig::new(&dsn)).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99990101, 'from a newer aistack', true, '\\x00', 1)",
+        )
+        .execute(first.pool())
+        .await
+        .unwrap();
+        first
+            .create_collection(&CollectionSpec::new("kept", 3, Metric::Cosine))
+            .await
+            .unwrap();
+        first.pool().close().await;
+    }
+    let again = PgVectorStore::connect(PgConfig::new(&dsn))
+        .await
+        .expect("a newer schema is accepted");
+    assert_eq!(again.collection("kept").await.unwrap().spec.dims, 3);
+    again.pool().close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}")))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+}

@@ -157,6 +157,21 @@ def test_another_prompt_is_refused_for_a_collection(store, embedder, collection_
         assert store.delete_collection(collection_name)
 
 
+def test_a_matryoshka_collection_is_reopened_as_it_is(store, embedder, collection_name):
+    col = store.create_collection(collection_name, embedder=embedder, dim=128)
+    try:
+        fill(col)
+        again = store.get_or_create_collection(collection_name, embedder=embedder)
+        assert again.dim == 128 and again.embedding_model == col.embedding_model
+        [rec] = again.get(["a"])
+        full = embedder.encode(DOCS["a"][0])
+        cut = full[:128] / np.linalg.norm(full[:128])
+        assert rec.embedding.shape == (128,) and cosine(rec.embedding, cut) >= 0.9999
+        assert again.query("a purring cat", k=1)[0].id == "a"
+    finally:
+        assert store.delete_collection(collection_name)
+
+
 def test_vector_only_collections_need_no_embedder(store, collection_name):
     col = store.get_or_create_collection(collection_name, dim=3, metric="l2")
     try:

@@ -947,6 +947,35 @@ async fn a_collection_keeps_its_model_prompts_and_dimensions() {
         send(&a, get("/v1/collections/wide")).await.status,
         StatusCode::NOT_FOUND
     );
+    // Dropped and made again as vectors only: the recorded model is forgotten at once, so texts
+    // are refused (the width is not the model's) instead of cut as before.
+    let drop = || {
+        req(Method::DELETE, "/v1/collections/again")
+            .body(Body::empty())
+            .unwrap()
+    };
+    for (request, want) in [
+        (
+            post_json("/v1/collections", json!({"name": "again", "dimensions": 8})),
+            201,
+        ),
+        (
+            post_json("/v1/collections/again/documents", doc.clone()),
+            200,
+        ),
+        (drop(), 200),
+        (
+            post_json("/v1/collections", json!({"name": "again", "dims": 8})),
+            201,
+        ),
+        (
+            post_json("/v1/collections/again/documents", doc.clone()),
+            409,
+        ),
+    ] {
+        let r = send(&a, request).await;
+        assert_eq!(r.status.as_u16(), want, "{}", r.text());
+    }
 
     // Another model over the same store: its texts are refused (409, naming both models);
     // lexical search and searches by vector still work, and nothing stored changes.

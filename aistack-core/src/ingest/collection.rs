@@ -95,6 +95,15 @@ impl TextCollection {
         dims: Option<usize>,
         metric: Metric,
     ) -> Result<Self> {
+        // A collection that records this embedder's model is used as it is, whatever width it
+        // keeps (Matryoshka), when no width is asked for.
+        if let (None, Some(_)) = (dims, &embedder) {
+            if let Ok(spec) = store.collection_spec(name).await {
+                if spec.embedding.is_some() && spec.metric == metric {
+                    return Self::open(store, name, embedder).await;
+                }
+            }
+        }
         let dims = match (dims, &embedder) {
             (Some(d), _) => d,
             (None, Some(e)) => e.dims(),

@@ -199,6 +199,8 @@ impl Ingestor {
     /// and prompts recorded) if it does not exist; an existing one of any analyzer is used as it
     /// is, unless it was embedded by another model or with other prompts (`Conflict`).
     pub async fn ensure_collection(&self, name: &str) -> Result<()> {
+        // Read afresh: the collection may have been dropped or made again elsewhere.
+        self.specs.invalidate(name);
         match self.text_spec(name).await {
             // Recorded and admitted: whatever its width (Matryoshka) or analyzer.
             Ok(spec) if spec.embedding.is_some() => return Ok(()),
@@ -212,17 +214,22 @@ impl Ingestor {
     }
 
     /// The collection's spec, checked against this ingestor's model: a `Conflict` when its
-    /// texts were embedded by another model or with other prompts. Kept for [`SPEC_TTL`]
-    /// (dropping the collection through this ingestor forgets it at once).
+    /// texts were embedded by another model or with other prompts. Read without counting
+    /// records, and kept for [`SPEC_TTL`] (dropping or creating the collection through this
+    /// ingestor forgets it at once).
     pub async fn text_spec(&self, collection: &str) -> Result<Arc<CollectionSpec>> {
         if let Some(spec) = self.specs.get(collection) {
             return Ok(spec);
         }
-        let spec = Arc::new(self.store.collection(collection).await?.spec);
+        let epoch = self.epochs.current(collection);
+        let spec = Arc::new(self.store.collection_spec(collection).await?);
         if let Some(origin) = &spec.embedding {
             origin.admit(collection, self.embedder.origin())?;
         }
-        self.specs.insert(collection.to_string(), spec.clone());
+        // A drop or write through this ingestor while it was read may have made it stale.
+        if self.epochs.current(collection) == epoch {
+            self.specs.insert(collection.to_string(), spec.clone());
+        }
         Ok(spec)
     }
 

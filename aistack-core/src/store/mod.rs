@@ -196,6 +196,15 @@ impl EmbeddingOrigin {
     /// `Conflict` that says what differs and what to do.
     pub fn admit(&self, collection: &str, current: &EmbeddingOrigin) -> Result<()> {
         let cos = probe_cosine(&self.probe, &current.probe);
+        if self.model == current.model
+            && self.model_dims == current.model_dims
+            && cos < SAME_MODEL_COSINE
+        {
+            return Err(Error::Conflict(format!(
+                "collection {collection:?} was embedded by a model named {} whose weights differ from this server's {} (another revision or fine-tune: their vectors agree at cosine {cos:.3} on a probe sentence): use the weights it was made with, or ingest into another collection",
+                self.model, current.model
+            )));
+        }
         if self.model_dims != current.model_dims || cos < SAME_MODEL_COSINE {
             return Err(Error::Conflict(format!(
                 "collection {collection:?} was embedded by the model {} ({} dimensions); this server embeds with {} ({} dimensions), whose vectors cannot be compared with them: use that model, or ingest into another collection",
@@ -206,10 +215,8 @@ impl EmbeddingOrigin {
             if kept == now {
                 return Ok(());
             }
-            let show = |p: &Option<String>| match p {
-                Some(p) => format!("{p:?}"),
-                None => "none".to_string(),
-            };
+            // No prompt is the empty one, which is also how the setting says so.
+            let show = |p: &Option<String>| format!("{:?}", p.as_deref().unwrap_or(""));
             Err(Error::Conflict(format!(
                 "collection {collection:?} was embedded with the {what} prompt {}; this server's is {}: set embed.{setting} to {} to use it",
                 show(kept),
@@ -478,6 +485,12 @@ pub trait VectorStore: Send + Sync {
     /// One collection; `NotFound` if missing.
     async fn collection(&self, name: &str) -> Result<CollectionInfo>;
 
+    /// One collection's spec, without counting its records (what the text front ends check on
+    /// their hot paths); `NotFound` if missing.
+    async fn collection_spec(&self, name: &str) -> Result<CollectionSpec> {
+        Ok(self.collection(name).await?.spec)
+    }
+
     /// Drops a collection and its records; `false` if it did not exist.
     async fn drop_collection(&self, name: &str) -> Result<bool>;
 
@@ -677,6 +690,11 @@ mod tests {
             msg.contains("e5-small") && msg.contains("all-MiniLM-L6-v2"),
             "{msg}"
         );
+        // The same name with other weights (a revision, a fine-tune) is told as such.
+        let mut tuned = other.clone();
+        tuned.model = kept.model.clone();
+        let msg = kept.admit("docs", &tuned).unwrap_err().to_string();
+        assert!(msg.contains("weights differ"), "{msg}");
         // Same probe, other width (a probe cannot tell): refused.
         let mut wider = kept.clone();
         wider.model_dims = 768;

@@ -26,7 +26,15 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The embedded migrations. Migrations only add (columns with defaults, tables), so a newer
+/// server's schema still works for this one: migrations this version does not know are
+/// ignored rather than refused, and an older and a newer server can share a database during a
+/// rolling upgrade.
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("./migrations");
+    m.set_ignore_missing(true);
+    m
+}
 
 /// pgvector's HNSW index takes vectors of at most this many dimensions; larger collections are
 /// searched exactly.
@@ -346,10 +354,13 @@ impl PgVectorStore {
             .connect(&config.dsn)
             .await
             .map_err(|e| db_err("connecting", e))?;
-        MIGRATOR.run(&pool).await.map_err(|e| Error::Unavailable {
-            reason: "PostgreSQL: running migrations failed".into(),
-            source: Some(Box::new(e)),
-        })?;
+        migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Unavailable {
+                reason: "PostgreSQL: running migrations failed".into(),
+                source: Some(Box::new(e)),
+            })?;
         let store = Self { pool, config };
         store.backfill_lexemes().await?;
         Ok(store)
@@ -740,6 +751,10 @@ impl VectorStore for PgVectorStore {
             spec: c.spec,
             count,
         })
+    }
+
+    async fn collection_spec(&self, name: &str) -> Result<CollectionSpec> {
+        Ok(self.coll(name).await?.spec)
     }
 
     async fn drop_collection(&self, name: &str) -> Result<bool> {

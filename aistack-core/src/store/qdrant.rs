@@ -621,6 +621,23 @@ impl QdrantStore {
             )
             .await;
         match created {
+            Ok(_) if spec.embedding.is_some() => {
+                // A server too old for collection metadata drops it without an error; the
+                // collection would then take any model's texts and lose its Matryoshka width.
+                match self.spec_of(&spec.name).await? {
+                    Some(Found { spec: made, .. }) if made.embedding.is_none() => {
+                        let _ = self.client.delete_collection(&spec.name).await;
+                        Err(Error::Unavailable {
+                            reason: format!(
+                                "Qdrant did not keep collection {:?}'s metadata (the model its texts are embedded with); this needs a Qdrant with collection metadata (1.16 or newer)",
+                                spec.name
+                            ),
+                            source: None,
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            }
             Ok(_) => Ok(()),
             Err(e) => {
                 // Another client may have created it meanwhile.
@@ -705,6 +722,10 @@ impl VectorStore for QdrantStore {
         // The info's point count may trail recent writes; an exact count does not.
         let count = self.count(name, None).await?;
         Ok(CollectionInfo { spec, count })
+    }
+
+    async fn collection_spec(&self, name: &str) -> Result<CollectionSpec> {
+        self.spec(name).await
     }
 
     async fn drop_collection(&self, name: &str) -> Result<bool> {

@@ -86,6 +86,11 @@ impl VectorStore for ResilientStore {
         self.run("collection", || self.inner.collection(name)).await
     }
 
+    async fn collection_spec(&self, name: &str) -> Result<CollectionSpec> {
+        self.run("collection_spec", || self.inner.collection_spec(name))
+            .await
+    }
+
     async fn drop_collection(&self, name: &str) -> Result<bool> {
         self.run("drop_collection", || self.inner.drop_collection(name))
             .await

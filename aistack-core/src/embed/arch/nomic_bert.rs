@@ -27,6 +27,7 @@ pub(crate) struct NomicBertConfig {
     pub activation_function: String,
     #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
+    /// 0 (the code's default) means no rotary positions at all, which is refused.
     #[serde(default = "default_fraction")]
     pub rotary_emb_fraction: f64,
     #[serde(default = "default_base")]
@@ -42,6 +43,10 @@ pub(crate) struct NomicBertConfig {
     pub type_vocab_size: usize,
     #[serde(default)]
     pub causal: bool,
+    #[serde(default)]
+    pub parallel_block: bool,
+    pub rotary_emb_scale_base: Option<f64>,
+    pub num_heads_kv: Option<usize>,
 }
 
 fn default_positions() -> usize {
@@ -54,20 +59,20 @@ fn default_eps() -> f64 {
     1e-12
 }
 fn default_fraction() -> f64 {
-    1.0
+    0.0
 }
 fn default_base() -> f64 {
-    10_000.0
+    1_000.0
 }
 fn default_types() -> usize {
     2
 }
 
 impl NomicBertConfig {
-    /// The MLP width the modeling code builds: `n_inner` (else 4 × hidden) rounded up to a
-    /// multiple of 256.
+    /// The MLP width the modeling code builds: `n_inner` (else 8/3 × hidden, as its gated
+    /// MLP defaults) rounded up to a multiple of 256.
     fn intermediate(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd).div_ceil(256) * 256
+        self.n_inner.unwrap_or(8 * self.n_embd / 3).div_ceil(256) * 256
     }
 
     /// What this encoder does not run, refused by name rather than computed differently.
@@ -88,6 +93,12 @@ impl NomicBertConfig {
         }
         if self.prenorm || self.use_rms_norm == Some(true) || self.causal {
             return unsupported("prenorm, RMS norms or causal attention".into());
+        }
+        if self.parallel_block || self.rotary_emb_scale_base.is_some() {
+            return unsupported("parallel blocks or rotary_emb_scale_base".into());
+        }
+        if self.num_heads_kv.is_some_and(|kv| kv != self.n_head) {
+            return unsupported("num_heads_kv other than n_head".into());
         }
         match self.activation_function.as_str() {
             "swiglu" => Ok(GluAct::Silu),

@@ -278,6 +278,9 @@ impl Encoder {
         if s.placement == Placement::Post && layers.iter().any(|l| l.attn_norm.is_none()) {
             candle_core::bail!("a post-norm layer needs its attention norm");
         }
+        if rotaries.iter().any(|r| r.width() != s.head_dim) {
+            candle_core::bail!("a rotary table is not {} wide", s.head_dim);
+        }
         if layers.iter().any(|l| l.rotary >= rotaries.len()) {
             candle_core::bail!("a layer names a rotary base that does not exist");
         }

@@ -28,6 +28,11 @@ impl Rotary {
         r
     }
 
+    /// The head width it rotates.
+    pub(crate) fn width(&self) -> usize {
+        2 * self.inv_freq.len()
+    }
+
     /// `cos` and `sin` for positions `0..len`: `len × d/2` each.
     pub(crate) fn table(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();

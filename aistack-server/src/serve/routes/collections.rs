@@ -65,6 +65,7 @@ pub async fn create_collection(
     };
     let spec = spec.with_analyzer(analyzer);
     app.store.create_collection(&spec).await?;
+    app.invalidate(&spec.name);
     let info = app.store.collection(&spec.name).await?;
     Ok((StatusCode::CREATED, Json(CollectionView::from(info))).into_response())
 }
