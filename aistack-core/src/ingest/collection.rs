@@ -66,7 +66,7 @@ impl TextCollection {
         name: &str,
         embedder: Option<Arc<dyn Embedder>>,
     ) -> Result<Self> {
-        let spec = store.collection(name).await?.spec;
+        let spec = store.collection_spec(name).await?;
         if let (Some(e), Some(origin)) = (&embedder, &spec.embedding) {
             origin.admit(name, e.origin())?;
         } else if let Some(e) = &embedder {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use aistack_core::embed::EmbedOptions;
 use aistack_core::ingest::Document;
 use aistack_core::ingest::SearchOptions;
 use aistack_core::store::{Analyzer, CollectionSpec, Metric, SearchMode};
@@ -49,17 +50,12 @@ pub async fn create_collection(
         (Some(dims), None) => CollectionSpec::new(req.name, dims, metric),
         (None, cut) => {
             let embedder = app.embedder().await?;
+            // The width is checked as /v1/embeddings checks `dimensions`.
+            let dims = embedder.output_dims(&EmbedOptions {
+                prompt_name: None,
+                dimensions: cut,
+            })?;
             let origin = aistack_core::embed::Embedder::origin(embedder.as_ref()).clone();
-            let dims = match cut {
-                Some(d) if d == 0 || d > origin.model_dims => {
-                    return Err(ApiError::invalid(format!(
-                        "dimensions must be between 1 and the model's {}, got {d}",
-                        origin.model_dims
-                    )))
-                }
-                Some(d) => d,
-                None => origin.model_dims,
-            };
             CollectionSpec::new(req.name, dims, metric).with_embedding(Some(origin))
         }
     };
